@@ -1,0 +1,299 @@
+"""Loss objects: parameters, validation, dispatch to the compiled kernels, reductions.
+
+A loss class is a *description*: its registry name, its parameters with their domains, the kernel
+that computes it, the domain of ``y_true``, and its optimal constant (``baseline``). The
+machinery here turns that description into the public API of DESIGN.md section 2, so a loss adds
+no code of its own beyond its math and its docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._threads import resolve_n_threads
+from ._validation import (
+    EMPTY,
+    as_array,
+    as_compute,
+    check_out,
+    check_reduction,
+    check_same_shape,
+    compute_dtype,
+    flat,
+)
+
+ArrayLike = Any
+
+
+@dataclass(frozen=True)
+class Param:
+    """A scalar hyper-parameter and its domain.
+
+    ``low``/``high`` bound the value (``None``: unbounded); ``low_open``/``high_open`` exclude the
+    bound itself; ``check`` is an extra predicate, described by ``rule`` in the error message.
+    """
+
+    name: str
+    default: Optional[float] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    check: Optional[Callable[[float], bool]] = None
+    rule: str = ""
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        if self.rule:
+            parts.append(self.rule)
+        return "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def validate(self, owner: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{owner}: {self.name} must be a real number, got {value!r}")
+        v = float(value)
+        ok = math.isfinite(v)
+        if ok and self.low is not None:
+            ok = v > self.low if self.low_open else v >= self.low
+        if ok and self.high is not None:
+            ok = v < self.high if self.high_open else v <= self.high
+        if ok and self.check is not None:
+            ok = bool(self.check(v))
+        if not ok:
+            raise ValueError(f"{owner}: {self.name} must be {self.describe()}, got {value!r}")
+        return v
+
+
+class Loss:
+    """Base of every loss: immutable, picklable, comparable, with a readable ``repr``."""
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[Tuple[str, ...]] = ()
+    params: ClassVar[Tuple[Param, ...]] = ()
+
+    __slots__ = ("_values",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        values = []
+        cls = type(self).__name__
+        unknown = set(kwargs) - {p.name for p in self.params}
+        if unknown:
+            raise TypeError(f"{cls}: unknown parameter(s) {sorted(unknown)}")
+        for p in self.params:
+            values.append(p.validate(cls, kwargs.get(p.name, p.default)))
+        object.__setattr__(self, "_values", tuple(values))
+
+    def __getattr__(self, attr: str) -> Any:
+        for p, v in zip(type(self).params, object.__getattribute__(self, "_values")):
+            if p.name == attr:
+                return v
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: build a new one to change {attr}")
+
+    def get_params(self) -> dict:
+        """The hyper-parameters as a ``{name: value}`` dict."""
+        return {p.name: v for p, v in zip(self.params, self._values)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._values == other._values  # type: ignore
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values))
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.get_params()))
+
+
+def _rebuild(cls, params):
+    return cls(**params)
+
+
+class ElementwiseLoss(Loss):
+    """A loss where every element of ``y_pred`` is a sample (any shape).
+
+    Subclasses set ``name``, ``params``, ``_kernel`` (a function of the compiled family module)
+    and, where ``y_true`` has a domain, ``y_true_domain`` (used in the error message when the
+    kernel flags a value outside it).
+    """
+
+    _kernel: ClassVar[Callable[..., Tuple[float, bool]]]
+    y_true_domain: ClassVar[str] = ""
+    has_hessian: ClassVar[bool] = True
+    reductions: ClassVar[Tuple[str, ...]] = ("mean", "sum", "none")
+
+    __slots__ = ()
+
+    # ------------------------------------------------------------------ dispatch
+    def _prepare(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike):
+        yp = as_array(y_pred, "y_pred")
+        yt = as_array(y_true, "y_true")
+        check_same_shape(yt, yp)
+        dtype = compute_dtype(yp)
+        yp = as_compute(yp, dtype)
+        yt = as_compute(yt, dtype)
+        w = None
+        if sample_weight is not None:
+            w = as_array(sample_weight, "sample_weight")
+            if w.shape != yp.shape:
+                raise ValueError(
+                    f"sample_weight must have the shape of y_pred {yp.shape}, got {w.shape}"
+                )
+            w = as_compute(w, dtype)
+        return yt, yp, w, dtype
+
+    def _run(self, y_true, y_pred, sample_weight, reduction, n_threads, *, loss, grad, hess,
+             loss_out=None, gradient_out=None, hessian_out=None):
+        """One fused pass. Returns (loss or None, gradient or None, hessian or None)."""
+        reduction = check_reduction(reduction, self.reductions)
+        yt, yp, w, dtype = self._prepare(y_true, y_pred, sample_weight)
+        nt = resolve_n_threads(n_threads)
+        shape = yp.shape
+        n = yp.size
+        empty = EMPTY[dtype]
+        if w is not None:
+            wsum, negative = _core.weight_sum(flat(w), nt)
+            if negative:
+                raise ValueError("sample_weight must be non-negative, got a negative weight")
+            if reduction == "mean" and wsum == 0 and n > 0:
+                raise ValueError("sample_weight must not sum to 0 with reduction='mean'")
+        else:
+            wsum = float(n)
+        scale = 1.0 / wsum if (reduction == "mean" and wsum > 0) else 1.0
+        store = loss and reduction == "none"
+        if loss_out is not None and not store:
+            raise ValueError("loss_out is only used with reduction='none'")
+        lo = check_out(loss_out, shape, dtype, "loss_out") if store else None
+        go = check_out(gradient_out, shape, dtype, "gradient_out") if grad else None
+        ho = check_out(hessian_out, shape, dtype, "hessian_out") if hess else None
+        total, bad = type(self)._kernel(
+            flat(yt), flat(yp), empty if w is None else flat(w),
+            empty if lo is None else flat(lo), empty if go is None else flat(go),
+            empty if ho is None else flat(ho), loss and not store, scale, nt, *self._values,
+        )
+        if bad:
+            raise ValueError(
+                f"{type(self).__name__}: y_true must be {self.y_true_domain}, "
+                "got values outside it"
+            )
+        value = None
+        if store:
+            value = lo
+        elif loss:
+            if reduction == "mean":
+                value = dtype.type(total / wsum if wsum > 0 else math.nan)
+            else:
+                value = dtype.type(total)
+        return value, go, ho
+
+    # ------------------------------------------------------------------ public API
+    def loss(self, y_true: ArrayLike, y_pred: ArrayLike, *, sample_weight: ArrayLike = None,
+             reduction: str = "mean", loss_out: Optional[np.ndarray] = None,
+             n_threads: Optional[int] = None):
+        """The loss, reduced (``"mean"``, ``"sum"``) or per element (``"none"``).
+
+        Parameters
+        ----------
+        y_true, y_pred : array-like of the same shape
+            Targets and predictions. ``y_pred`` sets the compute dtype.
+        sample_weight : array-like of the same shape, optional
+            Non-negative weights ``w``; the mean is ``sum(w*l) / sum(w)``.
+        reduction : {"mean", "sum", "none"}
+        loss_out : ndarray, optional
+            With ``reduction="none"``: the array to write ``w*l`` into (exact shape and dtype).
+        n_threads : int, optional
+            Threads for the kernel (default :func:`fastloss.get_num_threads`).
+
+        Returns
+        -------
+        scalar of the compute dtype, or ndarray of the shape of ``y_pred``
+        """
+        return self._run(y_true, y_pred, sample_weight, reduction, n_threads,
+                         loss=True, grad=False, hess=False, loss_out=loss_out)[0]
+
+    def gradient(self, y_true: ArrayLike, y_pred: ArrayLike, *, sample_weight: ArrayLike = None,
+                 reduction: str = "mean", out: Optional[np.ndarray] = None,
+                 n_threads: Optional[int] = None) -> np.ndarray:
+        """Gradient of the reduced loss with respect to ``y_pred``.
+
+        ``"mean"`` gives ``w_i l'_i / sum(w)``; ``"sum"`` and ``"none"`` give ``w_i l'_i``.
+        ``out`` receives it when given. Other parameters as in :meth:`loss`.
+        """
+        return self._run(y_true, y_pred, sample_weight, reduction, n_threads,
+                         loss=False, grad=True, hess=False, gradient_out=out)[1]
+
+    def loss_gradient(self, y_true: ArrayLike, y_pred: ArrayLike, *,
+                      sample_weight: ArrayLike = None, reduction: str = "mean",
+                      loss_out: Optional[np.ndarray] = None,
+                      gradient_out: Optional[np.ndarray] = None,
+                      n_threads: Optional[int] = None):
+        """``(loss, gradient)`` in one pass; the gradient is that of the returned loss."""
+        value, g, _ = self._run(y_true, y_pred, sample_weight, reduction, n_threads,
+                                loss=True, grad=True, hess=False, loss_out=loss_out,
+                                gradient_out=gradient_out)
+        return value, g
+
+    def loss_gradient_hessian(self, y_true: ArrayLike, y_pred: ArrayLike, *,
+                              sample_weight: ArrayLike = None, reduction: str = "mean",
+                              loss_out: Optional[np.ndarray] = None,
+                              gradient_out: Optional[np.ndarray] = None,
+                              hessian_out: Optional[np.ndarray] = None,
+                              n_threads: Optional[int] = None):
+        """``(loss, gradient, hessian)`` in one pass, all three for the given reduction."""
+        self._require_hessian()
+        return self._run(y_true, y_pred, sample_weight, reduction, n_threads,
+                         loss=True, grad=True, hess=True, loss_out=loss_out,
+                         gradient_out=gradient_out, hessian_out=hessian_out)
+
+    def gradient_hessian(self, y_true: ArrayLike, y_pred: ArrayLike, *,
+                         sample_weight: ArrayLike = None,
+                         gradient_out: Optional[np.ndarray] = None,
+                         hessian_out: Optional[np.ndarray] = None,
+                         n_threads: Optional[int] = None):
+        """Per-sample ``(w_i l'_i, w_i l''_i)``, as gradient boosting wants them."""
+        self._require_hessian()
+        _, g, h = self._run(y_true, y_pred, sample_weight, "none", n_threads,
+                            loss=False, grad=True, hess=True, gradient_out=gradient_out,
+                            hessian_out=hessian_out)
+        return g, h
+
+    def _require_hessian(self) -> None:
+        if not self.has_hessian:
+            raise NotImplementedError(f"{type(self).__name__} has no per-sample hessian")
+
+    def baseline(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None) -> float:
+        """The constant ``y_pred`` that minimises the (weighted) loss over ``y_true``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for baselines
+    def _baseline_inputs(self, y_true: ArrayLike, sample_weight: ArrayLike):
+        y = np.ravel(as_array(y_true, "y_true")).astype(np.float64)
+        if y.size == 0:
+            raise ValueError("baseline needs at least one y_true value")
+        if sample_weight is None:
+            w = np.ones_like(y)
+        else:
+            w = np.ravel(as_array(sample_weight, "sample_weight")).astype(np.float64)
+            if w.shape != y.shape:
+                raise ValueError(
+                    f"sample_weight must have {y.size} elements like y_true, got {w.size}"
+                )
+            if np.any(w < 0):
+                raise ValueError("sample_weight must be non-negative, got a negative weight")
+            if not np.sum(w) > 0:
+                raise ValueError("sample_weight must not sum to 0")
+        return y, w

@@ -1,0 +1,50 @@
+# cython: language_level=3
+"""The block scheme shared by every kernel family.
+
+An array of n elements is cut into fixed blocks of ``BLOCK`` elements. Threads take whole blocks
+(``prange(..., schedule="static")``); each block sums its own loss into one float64 partial, and the
+partials are combined afterwards in block order. Because the cut does not depend on the number of
+threads, every result, reductions included, is bitwise identical for any ``n_threads``.
+
+Below ``MIN_PER_THREAD`` elements per thread a parallel region costs more than it saves, so
+``threads_for`` returns fewer threads (one for small calls, which then skip OpenMP entirely).
+"""
+
+cdef extern from "_omp_compat.h":
+    int omp_get_max_threads() noexcept nogil
+    int omp_in_parallel() noexcept nogil
+
+cdef enum:
+    BLOCK = 8192                 # elements per block (a multiple of every SIMD width)
+    MIN_PER_THREAD = 65536       # elements a thread must get before another thread is started
+
+
+cdef inline Py_ssize_t n_blocks(Py_ssize_t n, Py_ssize_t block) noexcept nogil:
+    return (n + block - 1) // block
+
+
+cdef inline int threads_for(Py_ssize_t work, int n_threads) noexcept nogil:
+    """Threads worth starting for ``work`` elements, at most ``n_threads``, at least 1."""
+    cdef Py_ssize_t t = work // MIN_PER_THREAD
+    if omp_in_parallel():
+        return 1
+    if t < 1:
+        return 1
+    if t < n_threads:
+        return <int>t
+    return n_threads if n_threads > 1 else 1
+
+
+cdef inline double combine(const double* partials, Py_ssize_t nb) noexcept nogil:
+    """Sum block partials in block order with Neumaier's compensation (deterministic)."""
+    cdef double s = 0.0, c = 0.0, t, x
+    cdef Py_ssize_t b
+    for b in range(nb):
+        x = partials[b]
+        t = s + x
+        if (s if s >= 0 else -s) >= (x if x >= 0 else -x):
+            c += (s - t) + x
+        else:
+            c += (x - t) + s
+        s = t
+    return s + c

@@ -1,0 +1,45 @@
+"""What this build of fastloss is: ``fastloss.show_config()`` and ``fastloss info``."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any, Dict
+
+import numpy as np
+
+from . import _core
+from ._registry import available
+from ._threads import get_num_threads
+from ._version import __version__
+
+
+def config() -> Dict[str, Any]:
+    """The build and runtime facts as a dict."""
+    info = dict(_core.build_info())
+    return {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        **info,
+        "default_threads": get_num_threads(),
+        "losses": available(),
+    }
+
+
+def show_config() -> None:
+    """Print version, compiler, OpenMP, threads, SIMD baseline, NumPy version and losses.
+
+    Examples
+    --------
+    >>> import fastloss
+    >>> fastloss.show_config()  # doctest: +ELLIPSIS
+    fastloss ...
+    """
+    c = config()
+    print(f"fastloss {c['version']}")
+    for key in ("python", "platform", "numpy", "compiler", "openmp", "openmp_version",
+                "simd_baseline", "default_threads", "block_size"):
+        print(f"  {key:16s} {c[key]}")
+    print(f"  {'losses':16s} {', '.join(c['losses'])}")

@@ -1,0 +1,43 @@
+/* OpenMP when the build has it, single-threaded stand-ins when it does not.
+ * Kernels call these names unconditionally; setup.py decides whether _OPENMP is defined. */
+#ifndef FASTLOSS_OMP_COMPAT_H
+#define FASTLOSS_OMP_COMPAT_H
+#ifdef _OPENMP
+#include <omp.h>
+#define FASTLOSS_OPENMP 1
+#define FASTLOSS_OPENMP_VERSION _OPENMP
+#else
+#define FASTLOSS_OPENMP 0
+#define FASTLOSS_OPENMP_VERSION 0
+static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_num_procs(void) { return 1; }
+static inline int omp_in_parallel(void) { return 0; }
+#endif
+
+/* What the compiler was told it may use for SIMD (the build's baseline, not the running CPU). */
+#if defined(__AVX512F__)
+#define FASTLOSS_SIMD "AVX512F"
+#elif defined(__AVX2__)
+#define FASTLOSS_SIMD "AVX2"
+#elif defined(__AVX__)
+#define FASTLOSS_SIMD "AVX"
+#elif defined(__SSE4_2__)
+#define FASTLOSS_SIMD "SSE4.2"
+#elif defined(__SSE2__) || defined(_M_X64)
+#define FASTLOSS_SIMD "SSE2"
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+#define FASTLOSS_SIMD "NEON"
+#else
+#define FASTLOSS_SIMD "none"
+#endif
+
+#if defined(__clang__)
+#define FASTLOSS_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define FASTLOSS_COMPILER "gcc " __VERSION__
+#elif defined(_MSC_VER)
+#define FASTLOSS_COMPILER "msvc"
+#else
+#define FASTLOSS_COMPILER "unknown"
+#endif
+#endif

@@ -1,0 +1,130 @@
+"""Build script for fastloss's compiled kernels.
+
+Everything declarative lives in pyproject.toml; this file only does what needs code:
+
+* renders the ``*.pyx.tp`` Tempita templates into ``*.pyx`` (the loop variants of every kernel
+  family are generated from one template per family, see ``fastloss/_regression.pyx.tp``);
+* detects whether the C compiler supports OpenMP and compiles the kernels with it, or serially;
+* sets portable optimisation flags (never ``-ffast-math``: it breaks NaN and infinity handling).
+
+Environment variables
+---------------------
+FASTLOSS_OPENMP
+    ``0`` builds without OpenMP even where the compiler has it (a serial build); ``1`` requires
+    OpenMP and fails the build without it. Unset: use OpenMP when the compiler supports it.
+FASTLOSS_CFLAGS
+    Extra compiler flags appended after fastloss's own (for example ``-march=native`` for a local
+    build that need not be portable, or sanitizer flags).
+"""
+
+import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import numpy
+from Cython.Build import cythonize
+from Cython.Tempita import sub as tempita_sub
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+PKG = HERE / "fastloss"
+
+# Kernel modules: one per family. A ".pyx.tp" template is rendered to ".pyx" before Cython runs.
+MODULES = ["_core", "_regression"]
+
+
+def render_templates():
+    for tp in sorted(PKG.glob("*.pyx.tp")):
+        out = tp.with_suffix("")  # drops ".tp"
+        text = tempita_sub(tp.read_text(), _template_name=str(tp.name))
+        header = f"# Generated from {tp.name} by setup.py. Do not edit: edit the template.\n"
+        new = header + text
+        if not out.exists() or out.read_text() != new:
+            out.write_text(new)
+
+
+def _compiler_kind(compiler):
+    return getattr(compiler, "compiler_type", "unix")
+
+
+def _openmp_flags(kind):
+    if kind == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang needs libomp (e.g. from Homebrew) and the preprocessor flag.
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _compiles_with_openmp(compiler, cflags, ldflags):
+    """Try to build and link a tiny OpenMP program with the compiler setuptools will use."""
+    src = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel reduction(+:n)\nn+=1;\nreturn omp_get_max_threads()>0 ? 0 : 1;}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Path(tmp) / "check_openmp.c"
+        c.write_text(src)
+        try:
+            objs = compiler.compile([str(c)], output_dir=tmp, extra_postargs=cflags)
+            compiler.link_executable(objs, str(Path(tmp) / "check_openmp"), extra_postargs=ldflags)
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        kind = _compiler_kind(self.compiler)
+        want = os.environ.get("FASTLOSS_OPENMP", "").strip()
+        omp_c, omp_l = _openmp_flags(kind)
+        if want == "0":
+            use_omp = False
+        else:
+            use_omp = _compiles_with_openmp(self.compiler, omp_c, omp_l)
+            if want == "1" and not use_omp:
+                raise RuntimeError("FASTLOSS_OPENMP=1 but the compiler cannot build OpenMP code")
+        if kind == "msvc":
+            opt = ["/O2", "/fp:precise"]
+        else:
+            # -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not
+            # change results. -ffast-math (or -ffinite-math-only) is never used.
+            opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
+        extra = shlex.split(os.environ.get("FASTLOSS_CFLAGS", ""))
+        for ext in self.extensions:
+            ext.extra_compile_args = opt + (omp_c if use_omp else []) + extra
+            ext.extra_link_args = (omp_l if use_omp else []) + [
+                f for f in extra if f.startswith("-fsanitize")
+            ]
+        print(f"fastloss: building with OpenMP {'on' if use_omp else 'off'}; flags {opt + extra}")
+        super().build_extensions()
+
+
+def extensions():
+    render_templates()
+    exts = [
+        Extension(
+            f"fastloss.{name}",
+            [f"fastloss/{name}.pyx"],
+            include_dirs=[numpy.get_include(), str(PKG)],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        )
+        for name in MODULES
+    ]
+    return cythonize(
+        exts,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "initializedcheck": False,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+        include_path=[str(PKG)],
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
