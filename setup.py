@@ -38,10 +38,16 @@ PKG = HERE / "fastloss"
 MODULES = ["_core", "_regression"]
 
 
+def _include(name, **namespace):
+    """``{{include('file.tpi', NAME=value)}}`` inside a template: a shared, rendered snippet."""
+    path = PKG / name
+    return tempita_sub(path.read_text(), _template_name=name, include=_include, **namespace)
+
+
 def render_templates():
     for tp in sorted(PKG.glob("*.pyx.tp")):
         out = tp.with_suffix("")  # drops ".tp"
-        text = tempita_sub(tp.read_text(), _template_name=str(tp.name))
+        text = tempita_sub(tp.read_text(), _template_name=str(tp.name), include=_include)
         header = f"# Generated from {tp.name} by setup.py. Do not edit: edit the template.\n"
         new = header + text
         if not out.exists() or out.read_text() != new:

@@ -48,3 +48,35 @@ cdef inline double combine(const double* partials, Py_ssize_t nb) noexcept nogil
             c += (x - t) + s
         s = t
     return s + c
+
+
+cdef inline int check_sizes(Py_ssize_t n, Py_ssize_t n_true, Py_ssize_t n_w, Py_ssize_t n_lo,
+                            Py_ssize_t n_go, Py_ssize_t n_ho) except -1:
+    """Every kernel checks its array sizes itself, so no call can read or write out of bounds.
+
+    ``y_true`` must have ``n`` elements; the optional arrays 0 (meaning "none") or ``n``.
+    """
+    if n_true != n:
+        raise ValueError(f"y_true has {n_true} elements, y_pred has {n}")
+    for name, size in (("sample_weight", n_w), ("loss_out", n_lo),
+                       ("gradient_out", n_go), ("hessian_out", n_ho)):
+        if size != 0 and size != n:
+            raise ValueError(f"{name} has {size} elements, expected {n} (or none)")
+    return 0
+
+
+cdef inline int variant_code(bint want_loss, Py_ssize_t n_w, Py_ssize_t n_lo, Py_ssize_t n_go,
+                             Py_ssize_t n_ho) except -1:
+    """The bit code of what one pass computes (see the VARIANTS table of the loop templates).
+
+    L (1): loss summed; S (2): loss stored per element; G (4): gradient; H (8): hessian;
+    W (16): sample weights. Which optional arrays are non-empty says what is asked for.
+    """
+    cdef int store = n_lo > 0
+    cdef int grad = n_go > 0
+    cdef int hess = n_ho > 0
+    if hess and not grad:
+        raise ValueError("a hessian is only computed together with the gradient")
+    if not (want_loss or store or grad):
+        raise ValueError("nothing to compute")
+    return (want_loss or store) | store << 1 | grad << 2 | hess << 3 | (n_w > 0) << 4

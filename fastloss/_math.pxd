@@ -91,3 +91,8 @@ cdef inline double sum2exp(double c1, double u1, double c2, double u2) noexcept 
     if inner == 0.0:
         return 0.0
     return exp(m) * inner
+
+
+cdef inline double nan_or(double x, double value) noexcept nogil:
+    """``value``, or NaN when ``x`` is NaN (keeps NaN in constant derivatives)."""
+    return x if isnan(x) else value
