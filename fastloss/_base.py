@@ -28,6 +28,7 @@ from ._validation import (
 )
 
 ArrayLike = Any
+_NO_PARTIALS = np.empty(0, np.float64)
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,18 @@ class Param:
 
     ``low``/``high`` bound the value (``None``: unbounded); ``low_open``/``high_open`` exclude the
     bound itself; ``check`` is an extra predicate, described by ``rule`` in the error message.
+    ``kind="bool"`` makes a flag (``True``/``False``) instead of a number.
     """
 
     name: str
-    default: Optional[float] = None
+    default: Any = None
     low: Optional[float] = None
     high: Optional[float] = None
     low_open: bool = False
     high_open: bool = False
     check: Optional[Callable[[float], bool]] = None
     rule: str = ""
+    kind: str = "float"
 
     def describe(self) -> str:
         parts = []
@@ -57,7 +60,11 @@ class Param:
             parts.append(self.rule)
         return "a finite number" + (" " + " and ".join(parts) if parts else "")
 
-    def validate(self, owner: str, value: Any) -> float:
+    def validate(self, owner: str, value: Any) -> Any:
+        if self.kind == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{owner}: {self.name} must be True or False, got {value!r}")
+            return bool(value)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"{owner}: {self.name} must be a real number, got {value!r}")
         v = float(value)
@@ -131,14 +138,23 @@ class ElementwiseLoss(Loss):
     kernel flags a value outside it).
     """
 
-    _kernel: ClassVar[Callable[..., Tuple[float, bool]]]
+    _kernel: ClassVar[Callable[..., Tuple[float, int]]]
     y_true_domain: ClassVar[str] = ""
+    y_pred_domain: ClassVar[str] = ""
     has_hessian: ClassVar[bool] = True
     reductions: ClassVar[Tuple[str, ...]] = ("mean", "sum", "none")
 
     __slots__ = ()
 
     # ------------------------------------------------------------------ dispatch
+    def _kernel_call(self) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
+        """The compiled kernel and its trailing scalar arguments for this instance.
+
+        The default passes every parameter value in declaration order; a loss whose kernel
+        depends on a parameter (``from_logits``) overrides this.
+        """
+        return type(self)._kernel, self._values
+
     def _prepare(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike):
         yp = as_array(y_pred, "y_pred")
         yt = as_array(y_true, "y_true")
@@ -157,8 +173,11 @@ class ElementwiseLoss(Loss):
         return yt, yp, w, dtype
 
     def _run(self, y_true, y_pred, sample_weight, reduction, n_threads, *, loss, grad, hess,
-             loss_out=None, gradient_out=None, hessian_out=None):
-        """One fused pass. Returns (loss or None, gradient or None, hessian or None)."""
+             loss_out=None, gradient_out=None, hessian_out=None, partials=None):
+        """One fused pass. Returns (loss or None, gradient or None, hessian or None).
+
+        ``partials`` (float64, one slot per kernel block) receives the block sums of ``w*l``.
+        """
         reduction = check_reduction(reduction, self.reductions)
         yt, yp, w, dtype = self._prepare(y_true, y_pred, sample_weight)
         nt = resolve_n_threads(n_threads)
@@ -180,16 +199,15 @@ class ElementwiseLoss(Loss):
         lo = check_out(loss_out, shape, dtype, "loss_out") if store else None
         go = check_out(gradient_out, shape, dtype, "gradient_out") if grad else None
         ho = check_out(hessian_out, shape, dtype, "hessian_out") if hess else None
-        total, bad = type(self)._kernel(
+        kernel, args = self._kernel_call()
+        total, flags = kernel(
             flat(yt), flat(yp), empty if w is None else flat(w),
             empty if lo is None else flat(lo), empty if go is None else flat(go),
-            empty if ho is None else flat(ho), loss and not store, scale, nt, *self._values,
+            empty if ho is None else flat(ho), loss and not store, scale, nt,
+            _NO_PARTIALS if partials is None else partials, *args,
         )
-        if bad:
-            raise ValueError(
-                f"{type(self).__name__}: y_true must be {self.y_true_domain}, "
-                "got values outside it"
-            )
+        if flags:
+            self._raise_domain(flags)
         value = None
         if store:
             value = lo
@@ -199,6 +217,11 @@ class ElementwiseLoss(Loss):
             else:
                 value = dtype.type(total)
         return value, go, ho
+
+    def _raise_domain(self, flags: int) -> None:
+        which = [("y_true", self.y_true_domain, 1), ("y_pred", self.y_pred_domain, 2)]
+        bad = [f"{arg} must be {dom}" for arg, dom, bit in which if flags & bit]
+        raise ValueError(f"{type(self).__name__}: {' and '.join(bad)}; got values outside")
 
     # ------------------------------------------------------------------ public API
     def loss(self, y_true: ArrayLike, y_pred: ArrayLike, *, sample_weight: ArrayLike = None,

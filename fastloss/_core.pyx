@@ -50,19 +50,33 @@ cdef double _weight_block(const floating* w, Py_ssize_t start, Py_ssize_t stop,
     return acc
 
 
-def weight_sum(const floating[::1] w, int n_threads):
-    """Return ``(sum(w), any(w < 0))`` in one pass; the sum in float64, thread-count independent."""
+def combine_partials(const double[::1] partials):
+    """Combine block partial sums exactly as the kernels do (in order, compensated)."""
+    if partials.shape[0] == 0:
+        return 0.0
+    return combine(&partials[0], partials.shape[0])
+
+
+def weight_sum(const floating[::1] w, int n_threads, double[::1] partials=None):
+    """Return ``(sum(w), any(w < 0))`` in one pass; the sum in float64, thread-count independent.
+
+    ``partials``, when given, receives the per-block sums (one slot per block of ``BLOCK``).
+    """
     cdef Py_ssize_t n = w.shape[0]
     if n == 0:
         return 0.0, False
     cdef Py_ssize_t nb = n_blocks(n, BLOCK), b
     cdef int nt = threads_for(n, n_threads)
-    cdef double* part = <double*>malloc(nb * sizeof(double))
+    cdef bint own = partials is None or partials.shape[0] == 0
+    if not own and partials.shape[0] != nb:
+        raise ValueError(f"partials has {partials.shape[0]} slots, expected {nb}")
+    cdef double* part = <double*>malloc(nb * sizeof(double)) if own else &partials[0]
     cdef char* bad = <char*>malloc(nb * sizeof(char))
     cdef double total
     cdef bint negative = False
     if part == NULL or bad == NULL:
-        free(part)
+        if own:
+            free(part)
         free(bad)
         raise MemoryError()
     with nogil:
@@ -72,6 +86,7 @@ def weight_sum(const floating[::1] w, int n_threads):
         for b in range(nb):
             if bad[b]:
                 negative = True
-    free(part)
+    if own:
+        free(part)
     free(bad)
     return total, negative
