@@ -43,3 +43,20 @@ def show_config() -> None:
                 "simd_baseline", "default_threads", "block_size"):
         print(f"  {key:16s} {c[key]}")
     print(f"  {'losses':16s} {', '.join(c['losses'])}")
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("info", help="how this build of fastloss was made",
+                              description="Version, compiler, OpenMP, threads, SIMD, losses.")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    return p
+
+
+def run(args) -> int:
+    if args.json:
+        import json
+
+        print(json.dumps(config(), indent=2))
+    else:
+        show_config()
+    return 0
