@@ -291,11 +291,11 @@ class _RowsCall(_Call):
             y = self.labels
             bad = y[(y != 0) & (y != 1)]
             raise ValueError(
-                f"{cls}: y must hold 0 (similar) or 1 (dissimilar) labels, got {bad[0]!r}"
+                f"{cls}: y must hold 0 (similar) or 1 (dissimilar) labels, got {bad[0].item()!r}"
             )
         if flags & _FLAG_DISTANCE:
             dist = self.xs[0]
-            raise ValueError(f"{cls}: distance must be >= 0, got {dist[dist < 0][0]!r}")
+            raise ValueError(f"{cls}: distance must be >= 0, got {dist[dist < 0][0].item()!r}")
 
 
 def _labels01(y: ArrayLike, n: int, dtype: np.dtype) -> np.ndarray:
@@ -536,7 +536,7 @@ class _BatchTriplet(EmbeddingLoss):
         if labels.dtype.kind == "f":
             if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
                 bad = labels[~np.isfinite(labels) | (labels != np.round(labels))][0]
-                raise ValueError(f"labels must be integers (class labels), got {bad!r}")
+                raise ValueError(f"labels must be integers (class labels), got {bad.item()!r}")
         if labels.dtype.kind not in "fiub":  # pragma: no cover - as_array rejects these
             raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
         _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
