@@ -7,8 +7,10 @@ A sample is a *row* (an embedding of ``d`` values), not an element, and every lo
 function of distances between rows. The code is in three layers, each written once:
 
 1. Distance math (``distance``, ``dist_grad``): the p-norm of ``u = x - y + eps`` and its
-   derivative with respect to one element ``u_k``. Contrastive, triplet and mining all call these
-   two functions, so there is one definition of "distance" and of its behaviour at ``u = 0``.
+   derivative with respect to one element ``u_k``, which for L1, L2 and squared L2 factors into
+   a row part and an element part (``dist_factor(D) * dist_dir(u_k)``; mining uses the
+   factors). Contrastive, triplet and mining all call these functions, so there is one
+   definition of "distance" and of its behaviour at ``u = 0``.
    The metric is a small struct; its ``kind`` is invariant in every loop, so ``-O3`` unswitches
    the branch on it out of the loops.
 2. Per-sample math: ``_contrastive_pair`` (loss and dL/dD of one pair from its distance) and the
@@ -341,7 +343,8 @@ def rows(int task, const floating[:, ::1] x0, const floating[:, ::1] x1,
          const floating[:, ::1] x2, const floating[::1] labels,
          const floating[::1] sample_weight, floating[::1] loss_out, floating[:, ::1] g0,
          floating[:, ::1] g1, floating[:, ::1] g2, bint want_loss, bint want_grad, double scale,
-         int n_threads, double margin, int kind=KIND_L2, double p=2.0, double eps=0.0, bint swap=False):
+         int n_threads, double margin, int kind=KIND_L2, double p=2.0, double eps=0.0,
+         bint swap=False):
     """Run a row-wise embedding loss over ``n`` rows.
 
     ``task``: 0 contrastive on embeddings ``x0, x1`` (n, d) with ``labels`` in {0, 1}; 1

@@ -29,6 +29,7 @@ Conventions common to the family:
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, ClassVar, Optional, Sequence, Tuple
 
 import numpy as np
@@ -148,7 +149,7 @@ class EmbeddingLoss(Loss):
                 value = dtype.type(total / denom if denom > 0 else math.nan)
             else:
                 value = dtype.type(total)
-        return value, (tuple(call.views(gos)) if grad else None)
+        return value, (tuple(gos) if grad else None)
 
     def _grad_outs(self, out: Any, shapes: Sequence[Tuple[tuple, str]],
                    dtype: np.dtype) -> list:
@@ -251,9 +252,6 @@ class _Call:
     def empty_message(self, w: Optional[np.ndarray]) -> str:
         return "sample_weight must not sum to 0 with reduction='mean'"
 
-    def views(self, gos: list) -> list:
-        return gos
-
 
 class _RowsCall(_Call):
     """A call of ``_embedding.rows`` (contrastive, its distance form, triplet)."""
@@ -311,7 +309,8 @@ class Contrastive(EmbeddingLoss):
         l = (1 - y) \tfrac12 D^2 + y \tfrac12 \max(0, m - D)^2,
         \quad D = \lVert x_1 - x_2 \rVert_2
 
-    with ``y = 0`` for a similar pair and ``y = 1`` for a dissimilar one, margin ``m``.
+    with ``y = 0`` for a similar pair and ``y = 1`` for a dissimilar one (any other value, NaN
+    included, raises ``ValueError``), margin ``m``.
 
     Two forms, told apart by the number of arrays:
 
@@ -459,6 +458,14 @@ class Triplet(EmbeddingLoss):
         return _RowsCall(self, _TRIPLET, xs, names, None, dtype, args)
 
 
+def _physical_memory() -> float:
+    """Bytes of physical memory (inf where the platform does not say)."""
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return math.inf
+
+
 class _MiningCall(_Call):
     """A call of ``_embedding.batch_triplet``."""
 
@@ -492,6 +499,12 @@ class _MiningCall(_Call):
 
     def run(self, w, lo, gos, want_loss, scale, nt):
         dt = self.dtype
+        need = 8 * self.n * self.n
+        if need > _physical_memory():
+            raise MemoryError(
+                f"{type(self.owner).__name__}: a batch of n={self.n} needs an n x n float64 "
+                f"work matrix ({need / 2**30:.1f} GiB), more than this machine's memory"
+            )
         work = np.empty((self.n, self.n), np.float64)
         g = gos[0] if gos is not None else _EMPTY2[dt]
         return _embedding.batch_triplet(
@@ -557,18 +570,22 @@ _MINING_DOC = r"""
 
     Notes
     -----
-    **Inputs and outputs.** ``(embeddings, labels)``: embeddings ``(n, d)``, integer class labels ``(n,)`` (any integer
-    values, or floats holding integers). ``sample_weight`` ``(n,)`` weighs each *anchor* (every
-    triplet of an anchor has its weight). Anchors without a positive (another row of their
-    label) or without a negative have no triplet: their loss is 0 and they do not count in the
-    mean; ``reduction="mean"`` raises ``ValueError`` if no anchor has one. The gradient is
-    ``(g,)``, ``g`` of the shape of ``embeddings``. NaN in an embedding gives NaN losses and
-    gradients for the anchors whose candidates it reaches.
+    **Inputs.** ``(embeddings, labels)``: embeddings ``(n, d)``, class labels ``(n,)`` (any
+    integers, or floats holding integers). ``sample_weight`` ``(n,)`` weighs each *anchor*: every
+    triplet of an anchor has its weight. An anchor without a positive (another row with its
+    label) or without a negative (a row with another label) has no triplet: its loss is 0 and it
+    does not count in the mean; ``reduction="mean"`` raises ``ValueError`` when no anchor has
+    one. Distances are exact (0 between identical rows, with gradient 0 there).
 
-    **Cost.** Computed from the pairwise distance matrix (one ``n x n`` float64 work matrix: 8 n^2 bytes),
-    built once per unordered pair in cache-sized tiles of rows shared among threads; results are
-    bitwise identical for any thread count. Time O(n^2 d / 2) for the distances, then
-    {mining_cost}. Gradient: {grad_cost}.
+    **Outputs.** The gradient is ``(g,)``, ``g`` of the shape of ``embeddings``; a row gets the
+    contributions of every triplet it appears in (as anchor, positive or negative), so with
+    ``"none"`` as with ``"sum"`` it is the gradient of ``sum_a w_a l_a``. NaN in an embedding
+    gives NaN for the anchors whose candidates it reaches and for their gradients.
+
+    **Cost.** Computed from the pairwise distance matrix: one ``n x n`` float64 work matrix
+    (8 n^2 bytes), built once per unordered pair in cache-sized tiles of rows shared among
+    threads, so results are bitwise identical for any thread count. Time O(n^2 d / 2) for the
+    distances, then {mining_cost}. Gradient: {grad_cost}.
 """
 
 
@@ -588,7 +605,7 @@ class BatchHardTriplet(_BatchTriplet):
     the anchor and its two chosen rows where ``l_a > 0`` (0 exactly at the margin).
     """ + _MINING_DOC.format(
         mining_cost="O(n^2) to mine (one scan of each row of the matrix)",
-        grad_cost="O(n^2) to gather plus O(n d)",
+        grad_cost="O(n^2) to gather the coefficients plus O(n d)",
     ) + r"""
     Examples
     --------
@@ -616,10 +633,11 @@ class BatchAllTriplet(_BatchTriplet):
     gives per anchor ``w_a`` times the sum of its triplets' losses (the ``n^3`` triplet losses are
     never stored). Gradient zero for triplets exactly at the margin.
     """ + _MINING_DOC.format(
-        mining_cost=("O(n^2 log n) to mine: per anchor, the sorted distances and their prefix\n"
-                     "    sums give each positive's active negatives and loss sum by binary "
-                     "search,\n    instead of enumerating the O(n^3) triplets"),
-        grad_cost="O(n^2 d) (every pair of rows of different or equal labels contributes)",
+        mining_cost=("O(n N log P) <= O(n^2 log n) to mine, for P positives and N negatives\n"
+                     "    per anchor: its positives' distances are sorted, and one binary search "
+                     "per\n    negative gives its active positives and their loss sum, instead "
+                     "of\n    enumerating the n P N triplets"),
+        grad_cost="O(n^2 d) (every pair of rows can contribute)",
     ) + r"""
     Examples
     --------

@@ -503,6 +503,13 @@ def test_mining_labels():
         BatchAllTriplet().loss(x, [0, 1])
 
 
+def test_mining_too_large_batch_is_a_clear_memory_error():
+    n = 2_000_000      # the n x n work matrix would take 29 TiB
+    x = np.zeros((n, 1), np.float32)
+    with pytest.raises(MemoryError, match=r"n=2000000 needs an n x n float64 work matrix"):
+        BatchHardTriplet().loss(x, np.arange(n) % 2)
+
+
 def test_mining_float32():
     x = rand(40, 6)
     labels = RNG.integers(0, 4, 40)
@@ -689,7 +696,8 @@ def test_bitwise_identical_for_any_thread_count(loss, arrays, big):
 
 def test_bad_input_messages():
     a, p = rand(4, 3), rand(4, 3)
-    with pytest.raises(ValueError, match=r"x1 and x2 must have the same shape .*\(4, 3\).*\(4, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"x1 and x2 must have the same shape .*\(4, 3\).*\(4, 2\)"):
         Contrastive().loss(a, p[:, :2], [0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"anchor and negative must have the same shape"):
         Triplet().loss(a, p, rand(5, 3))
