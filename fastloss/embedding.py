@@ -94,7 +94,8 @@ class EmbeddingLoss(Loss):
     """Base of the embedding losses: rows of embedding arrays are the samples.
 
     Subclasses set ``name``, ``params``, ``inputs`` (how the positional arrays read, for error
-    messages) and implement ``_parse`` and ``_kernel_run``. The public methods are those of every
+    messages) and implement ``_parse``, which validates the arrays and returns a ``_Call`` that
+    knows how to run its kernel. The public methods are those of every
     loss with the embedding arrays as positional arguments; gradients come back as a tuple, one
     array per embedding input.
     """

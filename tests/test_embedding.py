@@ -189,8 +189,10 @@ def test_contrastive_at_the_margin():
     r1, r2 = fd_grads(lambda a, b: np.sum(np_contrastive(a, b, y, 5.0)), [x1, x2])
     np.testing.assert_allclose(g1, r1, atol=1e-6)
     np.testing.assert_allclose(g2, r2, atol=1e-6)
-    _, (gd,) = Contrastive(margin=5.0).loss_gradient([5.0], [1])
-    assert gd[0] == 0.0
+    _, (gd,) = Contrastive(margin=5.0).loss_gradient([5.0, 5.0], [1, 0], reduction="sum")
+    (ref,) = fd_grads(lambda dd: np.sum(np_contrastive_d(dd, [1, 0], 5.0)), [[5.0, 5.0]])
+    np.testing.assert_allclose(gd, ref, atol=1e-6)
+    assert gd[0] == 0.0 and gd[1] == 5.0
 
 
 # ----------------------------------------------------------------------------- triplet
