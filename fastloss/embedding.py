@@ -34,11 +34,14 @@ from typing import Any, ClassVar, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core, _embedding
+from . import _core
+from ._dispatch import kernel_module
 from ._base import ArrayLike, Loss, Param
 from ._registry import register
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
+
+_embedding = kernel_module("_embedding")
 
 __all__ = ["EmbeddingLoss", "Contrastive", "Triplet", "BatchHardTriplet", "BatchAllTriplet"]
 
