@@ -173,10 +173,14 @@ class ElementwiseLoss(Loss):
         return yt, yp, w, dtype
 
     def _run(self, y_true, y_pred, sample_weight, reduction, n_threads, *, loss, grad, hess,
-             loss_out=None, gradient_out=None, hessian_out=None, partials=None):
+             loss_out=None, gradient_out=None, hessian_out=None, partials=None,
+             weight_total=None):
         """One fused pass. Returns (loss or None, gradient or None, hessian or None).
 
         ``partials`` (float64, one slot per kernel block) receives the block sums of ``w*l``.
+        ``weight_total``, when given, replaces this call's own ``sum(w)`` (or ``n``) in the
+        ``"mean"`` scaling: the call is then one chunk of a larger array whose total weight it is
+        (blockwise derivatives of a mean, as in :mod:`fastloss.dask`).
         """
         reduction = check_reduction(reduction, self.reductions)
         yt, yp, w, dtype = self._prepare(y_true, y_pred, sample_weight)
@@ -192,6 +196,8 @@ class ElementwiseLoss(Loss):
                 raise ValueError("sample_weight must not sum to 0 with reduction='mean'")
         else:
             wsum = float(n)
+        if weight_total is not None:
+            wsum = float(weight_total)
         scale = 1.0 / wsum if (reduction == "mean" and wsum > 0) else 1.0
         store = loss and reduction == "none"
         if loss_out is not None and not store:
@@ -217,6 +223,55 @@ class ElementwiseLoss(Loss):
             else:
                 value = dtype.type(total)
         return value, go, ho
+
+    # ------------------------------------------------------------------ chunked reductions
+    def partial_sums(self, y_true: ArrayLike, y_pred: ArrayLike, *,
+                     sample_weight: ArrayLike = None, n_threads: Optional[int] = None):
+        """Per-block float64 sums of ``w*l`` and ``w``, for exact reductions over chunks.
+
+        The kernels cut an array into fixed blocks of ``_core.build_info()["block_size"]``
+        elements and combine the blocks' float64 sums in order. This returns those block sums,
+        so that a caller reading an array in chunks whose lengths are multiples of the block size
+        can concatenate them in order, combine them with ``_core.combine_partials`` and pass the
+        totals to :meth:`reduce_sums`: the result is bit for bit that of one in-memory call.
+        Inputs are validated as in :meth:`loss` (shapes, negative weights, domains).
+
+        Returns
+        -------
+        loss_partials : ndarray of float64, one slot per block
+        weight_partials : ndarray of float64, one slot per block, or None without weights
+        """
+        yt, yp, w, dtype = self._prepare(y_true, y_pred, sample_weight)
+        nt = resolve_n_threads(n_threads)
+        n = yp.size
+        block = _core.build_info()["block_size"]
+        lp = np.zeros(-(-n // block), np.float64)
+        wp = None
+        empty = EMPTY[dtype]
+        if w is not None:
+            wp = np.zeros_like(lp)
+            _, negative = _core.weight_sum(flat(w), nt, wp)
+            if negative:
+                raise ValueError("sample_weight must be non-negative, got a negative weight")
+        kernel, args = self._kernel_call()
+        _, flags = kernel(flat(yt), flat(yp), empty if w is None else flat(w), empty, empty,
+                          empty, True, 1.0, nt, lp, *args)
+        if flags:
+            self._raise_domain(flags)
+        return lp, wp
+
+    def reduce_sums(self, loss_sum: float, weight_sum: float, reduction: str = "mean",
+                    dtype: Any = np.float64):
+        """The reduced loss from float64 totals ``sum(w*l)`` and ``sum(w)`` (``n`` unweighted).
+
+        What :meth:`loss` returns for ``reduction`` ("mean" or "sum") given those totals, in
+        ``dtype`` (the compute dtype); the counterpart of :meth:`partial_sums`.
+        """
+        reduction = check_reduction(reduction, tuple(r for r in self.reductions if r != "none"))
+        dtype = np.dtype(dtype)
+        if reduction == "mean":
+            return dtype.type(loss_sum / weight_sum if weight_sum > 0 else math.nan)
+        return dtype.type(loss_sum)
 
     def _raise_domain(self, flags: int) -> None:
         which = [("y_true", self.y_true_domain, 1), ("y_pred", self.y_pred_domain, 2)]
