@@ -14,6 +14,7 @@ from .regression import (
     MSE, MAE, RMSE, Huber, PseudoHuber, Charbonnier, LogCosh, Quantile, Poisson, Gamma, Tweedie,
 )
 from ._config import show_config
+from .scoring import score_files, ScoreResult
 from . import functional as _functional
 
 globals().update(_functional._build())
@@ -23,5 +24,6 @@ __all__ = [
     "Loss", "ElementwiseLoss",
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
+    "score_files", "ScoreResult",
     *available(),
 ]

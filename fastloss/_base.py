@@ -192,12 +192,12 @@ class ElementwiseLoss(Loss):
             wsum, negative = _core.weight_sum(flat(w), nt)
             if negative:
                 raise ValueError("sample_weight must be non-negative, got a negative weight")
+            if weight_total is not None:
+                wsum = float(weight_total)
             if reduction == "mean" and wsum == 0 and n > 0:
                 raise ValueError("sample_weight must not sum to 0 with reduction='mean'")
         else:
-            wsum = float(n)
-        if weight_total is not None:
-            wsum = float(weight_total)
+            wsum = float(n) if weight_total is None else float(weight_total)
         scale = 1.0 / wsum if (reduction == "mean" and wsum > 0) else 1.0
         store = loss and reduction == "none"
         if loss_out is not None and not store:
