@@ -277,22 +277,37 @@ class CsvSource(Source):
             if line.strip():  # blank lines are not rows (a trailing newline, say)
                 yield line
 
+    LINES_PER_PARSE = 1 << 16  # text held at once: ~100 bytes a line, whatever chunk_rows is
+
     def chunks(self, chunk_rows: int) -> Iterator[np.ndarray]:
         lines = self._data_lines()
-        row = 0
+        k = len(self.usecols)
+        buf = np.empty((chunk_rows, k), np.float64)
+        row = fill = 0
         try:
             while True:
-                block = list(itertools.islice(lines, chunk_rows))
-                if not block:
+                block = list(itertools.islice(lines, min(self.LINES_PER_PARSE,
+                                                         chunk_rows - fill)))
+                done = not block
+                if block:
+                    try:
+                        arr = np.loadtxt(block, delimiter=",", usecols=self.usecols,
+                                         dtype=np.float64, ndmin=2, quotechar='"',
+                                         comments=None)
+                    except ValueError as exc:
+                        raise ScoringError(f"{self.name}: {self.path}, data rows {row}-"
+                                           f"{row + len(block) - 1}: {exc}") from None
+                    buf[fill:fill + len(block)] = arr
+                    fill += len(block)
+                    row += len(block)
+                    del block, arr
+                if fill and (fill == chunk_rows or done):
+                    out = buf[:fill]
+                    yield out if self.row_shape else out[:, 0]
+                    del out
+                    fill = 0
+                if done:
                     return
-                try:
-                    arr = np.loadtxt(block, delimiter=",", usecols=self.usecols,
-                                     dtype=np.float64, ndmin=2, quotechar='"', comments=None)
-                except ValueError as exc:
-                    raise ScoringError(f"{self.name}: {self.path}, data rows {row}-"
-                                       f"{row + len(block) - 1}: {exc}") from None
-                row += len(block)
-                yield arr if self.row_shape else arr[:, 0]
         finally:
             self.f.close()
 

@@ -28,7 +28,7 @@ import numpy as np
 from . import _core
 from ._base import ElementwiseLoss, Loss
 from ._fileio import ScoringError, Sink, Source, open_sink, open_source
-from ._registry import get as get_loss
+from ._registry import get as get_loss, loss_class
 from ._threads import resolve_n_threads
 from ._validation import compute_dtype
 
@@ -38,11 +38,11 @@ BLOCK: int = _core.build_info()["block_size"]
 DEFAULT_CHUNK_ROWS: int = 1 << 20  # 128 kernel blocks
 MEMORY_NOTE = (
     "Memory: the inputs are never loaded whole. Beyond the interpreter's own footprint "
-    "(about 60 MB with NumPy), peak memory is bounded by about 3 x CHUNK_ROWS x (bytes of "
+    "(about 30 MB with NumPy), peak memory is bounded by about 3 x CHUNK_ROWS x (bytes of "
     "one row of every input and of the output), whatever the file size: about 100 MB for "
     "float64 y_true, y_pred, sample weights and per-row output at the default "
-    f"{DEFAULT_CHUNK_ROWS:,} rows (6 MB at --chunk-rows 65536). A Parquet input adds "
-    "one row group of its selected columns."
+    f"{DEFAULT_CHUNK_ROWS:,} rows (6 MB at --chunk-rows 65536). Reading or writing Parquet "
+    "adds pyarrow's own footprint (about 100 MB) and one row group of the selected columns."
 )
 
 PathOrArray = Union[str, "os.PathLike[str]", np.ndarray]
@@ -211,7 +211,17 @@ def _resolve_loss(loss: Any, params: Optional[Mapping[str, Any]]) -> Loss:
             raise ScoringError("params is only used with a loss given by name")
         return loss
     if isinstance(loss, str):
-        return get_loss(loss, **dict(params or {}))
+        params = dict(params or {})
+        try:
+            cls = loss_class(loss)
+        except KeyError:
+            return get_loss(loss, **params)  # raises, listing the losses
+        known = [p.name for p in getattr(cls, "params", ())]
+        for name in params:
+            if name not in known:
+                raise TypeError(f"{cls.__name__}: unknown parameter {name!r}; it takes: "
+                                f"{', '.join(known) or 'no parameters'}")
+        return get_loss(loss, **params)
     if hasattr(loss, "loss") and callable(loss.loss):  # a loss-like object from elsewhere
         return loss
     raise TypeError(f"loss must be a fastloss loss object or a registered name, got {loss!r}")
