@@ -262,9 +262,16 @@ def _derivs(lossobj, yt, yp, w, inds, elementwise, reduction, hess, n_threads, s
               reduction=reduction, hess=hess)
     if hess:
         out = da.blockwise(_block_derivs, "z" + pind, *args, new_axes={"z": 2},
-                           dtype=dtype, concatenate=True, **kw)
+                           dtype=dtype, concatenate=True, meta=_meta(len(pind) + 1, dtype),
+                           **kw)
         return out[0], out[1]
-    return da.blockwise(_block_derivs, pind, *args, dtype=dtype, concatenate=True, **kw)
+    return da.blockwise(_block_derivs, pind, *args, dtype=dtype, concatenate=True,
+                        meta=_meta(len(pind), dtype), **kw)
+
+
+def _meta(ndim: int, dtype: np.dtype) -> np.ndarray:
+    """The output's type, given so Dask does not call a task on empty arrays to find it."""
+    return np.empty((0,) * ndim, dtype)
 
 
 def _check_derivatives(lossobj: Loss) -> None:
@@ -326,9 +333,10 @@ def loss(lossobj: Any, y_true: Any, y_pred: Any, *, sample_weight: Any = None,
         dtype = compute_dtype(np.empty(0, yp.dtype))
         tind, pind, wind = inds
         args: list = [yt, tind, yp, pind] + ([w, wind] if w is not None else [])
-        out = da.blockwise(_block_none, pind if elementwise else "i", *args, dtype=dtype,
-                           concatenate=True, lossobj=lossobj, n_threads=n_threads,
-                           weighted=w is not None)
+        oind = pind if elementwise else "i"
+        out = da.blockwise(_block_none, oind, *args, dtype=dtype, concatenate=True,
+                           meta=_meta(len(oind), dtype), lossobj=lossobj,
+                           n_threads=n_threads, weighted=w is not None)
         return _maybe_compute(out, compute, False)
     out = _reduced(lossobj, yt, yp, w, elementwise, reduction, n_threads, split_every)
     return _maybe_compute(out, compute, True)

@@ -295,11 +295,7 @@ def test_multiclass_npy_and_integer_labels(tmp_path, rng):
 # Errors a user can act on, and interrupted runs
 # ---------------------------------------------------------------------------------------------
 
-def test_missing_file_wrong_column_and_bad_formats(tmp_path, data, parquet_file):
-    y, p, _ = data
-    files = _save(tmp_path, y=y, p=p)
-    with pytest.raises(ScoringError, match="y_true: no such file: .*nope.npy"):
-        score_files("mse", str(tmp_path / "nope.npy"), files["p"])
+def test_parquet_column_errors(parquet_file):
     path, _ = parquet_file
     with pytest.raises(ScoringError, match=r"y_pred: column 'pp' is not in .*it has \['y', 'p'"):
         score_files("mse", f"{path}:y", f"{path}:pp")
@@ -307,6 +303,15 @@ def test_missing_file_wrong_column_and_bad_formats(tmp_path, data, parquet_file)
         score_files("mse", path, f"{path}:p")
     with pytest.raises(ScoringError, match="column 'name' .* expected numbers"):
         score_files("mse", f"{path}:name", f"{path}:p")
+    with pytest.raises(ScoringError, match=f"sample_weight has {N - 1} rows"):
+        score_files("mse", f"{path}:y", f"{path}:p", sample_weight=np.zeros(N - 1))
+
+
+def test_missing_file_wrong_column_and_bad_formats(tmp_path, data):
+    y, p, _ = data
+    files = _save(tmp_path, y=y, p=p)
+    with pytest.raises(ScoringError, match="y_true: no such file: .*nope.npy"):
+        score_files("mse", str(tmp_path / "nope.npy"), files["p"])
     _write_csv(tmp_path / "a.csv", ["a", "b"], [y, p])
     with pytest.raises(ScoringError, match=r"column 'c' is not in .*a.csv; it has \['a', 'b'\]"):
         score_files("mse", f"{tmp_path / 'a.csv'}:c", files["p"])
@@ -322,15 +327,14 @@ def test_missing_file_wrong_column_and_bad_formats(tmp_path, data, parquet_file)
         score_files("mse", files["y"], str(tmp_path / "cut.npy"))
 
 
-def test_mismatched_lengths_are_found_before_the_run_when_known(tmp_path, data, parquet_file):
+def test_mismatched_lengths_are_found_before_the_run_when_known(tmp_path, data):
     y, p, w = data
     files = _save(tmp_path, y=y, p=p[:-1], w=w)
     calls = []
     with pytest.raises(ScoringError, match=f"y_true has {N} rows, y_pred has {N - 1} rows"):
         score_files("mse", files["y"], files["p"], progress=lambda *a: calls.append(a))
-    path, _ = parquet_file
-    with pytest.raises(ScoringError, match=f"sample_weight has {N - 1} rows"):
-        score_files("mse", f"{path}:y", f"{path}:p", sample_weight=files["p"],
+    with pytest.raises(ScoringError, match=f"sample_weight has {N} rows"):
+        score_files("mse", files["p"], files["p"], sample_weight=files["w"],
                     progress=lambda *a: calls.append(a))
     assert calls == []  # nothing was read
     with pytest.raises(ScoringError, match=r"same row shape .* y_true rows are scalars, "
