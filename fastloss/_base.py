@@ -174,10 +174,11 @@ class ElementwiseLoss(Loss):
 
     def _run(self, y_true, y_pred, sample_weight, reduction, n_threads, *, loss, grad, hess,
              loss_out=None, gradient_out=None, hessian_out=None, partials=None,
-             weight_total=None):
+             weight_total=None, weight_partials=None):
         """One fused pass. Returns (loss or None, gradient or None, hessian or None).
 
         ``partials`` (float64, one slot per kernel block) receives the block sums of ``w*l``.
+        ``weight_partials`` receives the block sums of ``w`` (when weights are given).
         ``weight_total``, when given, replaces this call's own ``sum(w)`` (or ``n``) in the
         ``"mean"`` scaling: the call is then one chunk of a larger array whose total weight it is
         (blockwise derivatives of a mean, as in :mod:`fastloss.dask`).
@@ -189,7 +190,7 @@ class ElementwiseLoss(Loss):
         n = yp.size
         empty = EMPTY[dtype]
         if w is not None:
-            wsum, negative = _core.weight_sum(flat(w), nt)
+            wsum, negative = _core.weight_sum(flat(w), nt, weight_partials)
             if negative:
                 raise ValueError("sample_weight must be non-negative, got a negative weight")
             if weight_total is not None:
@@ -241,23 +242,13 @@ class ElementwiseLoss(Loss):
         loss_partials : ndarray of float64, one slot per block
         weight_partials : ndarray of float64, one slot per block, or None without weights
         """
-        yt, yp, w, dtype = self._prepare(y_true, y_pred, sample_weight)
-        nt = resolve_n_threads(n_threads)
-        n = yp.size
-        block = _core.build_info()["block_size"]
-        lp = np.zeros(-(-n // block), np.float64)
-        wp = None
-        empty = EMPTY[dtype]
-        if w is not None:
-            wp = np.zeros_like(lp)
-            _, negative = _core.weight_sum(flat(w), nt, wp)
-            if negative:
-                raise ValueError("sample_weight must be non-negative, got a negative weight")
-        kernel, args = self._kernel_call()
-        _, flags = kernel(flat(yt), flat(yp), empty if w is None else flat(w), empty, empty,
-                          empty, True, 1.0, nt, lp, *args)
-        if flags:
-            self._raise_domain(flags)
+        n = as_array(y_pred, "y_pred").size
+        lp = np.zeros(-(-n // _core.build_info()["block_size"]), np.float64)
+        wp = None if sample_weight is None else np.zeros_like(lp)
+        # Block sums are of w*l whatever the reduction; "mean" is the one every loss allows,
+        # and weight_total=1 keeps a chunk whose weights are all 0 from being refused.
+        self._run(y_true, y_pred, sample_weight, "mean", n_threads, loss=True, grad=False,
+                  hess=False, partials=lp, weight_partials=wp, weight_total=1.0)
         return lp, wp
 
     def reduce_sums(self, loss_sum: float, weight_sum: float, reduction: str = "mean",

@@ -57,8 +57,9 @@ DEFAULT_SPLIT_EVERY = 8
 # Module-level functions (picklable), run on the workers. A partial is a float64 array
 # [s_l, c_l, s_w, c_w, samples]: compensated sums of w*l and of w, and the sample count.
 
-def _chunk_partial(lossobj: Loss, yt, yp, w, n_threads: int, elementwise: bool) -> np.ndarray:
-    red = _Reducer(lossobj, w is not None, n_threads)
+def _chunk_partial(lossobj: Loss, yt, yp, w, n_threads: int, elementwise: bool,
+                   reduction: str) -> np.ndarray:
+    red = _Reducer(lossobj, w is not None, n_threads, reduction)
     red.add(yt, yp, w)
     samples = yp.size if elementwise else yp.shape[0]
     return np.array([red.l_sum.s, red.l_sum.c, red.w_sum.s, red.w_sum.c, samples], np.float64)
@@ -231,7 +232,8 @@ def _reduced(lossobj, yt, yp, w, elementwise, reduction, n_threads, split_every)
         blocks_p = list(yp.to_delayed()[:, 0])
         blocks_t = list(yt.to_delayed().reshape(-1) if yt.ndim == 1 else yt.to_delayed()[:, 0])
     blocks_w = _block_delayeds(w, len(blocks_p))
-    parts = [dask.delayed(_chunk_partial, pure=True)(lossobj, t, p, ww, n_threads, elementwise)
+    parts = [dask.delayed(_chunk_partial, pure=True)(lossobj, t, p, ww, n_threads, elementwise,
+                                                     reduction)
              for t, p, ww in zip(blocks_t, blocks_p, blocks_w)]
     root = _tree(parts, split_every)
     value = dask.delayed(_finish, pure=True)(root, lossobj, reduction, w is not None, dtype)

@@ -122,10 +122,18 @@ def _block_sums(values: np.ndarray) -> np.ndarray:
 
 
 class _Reducer:
-    """Accumulates ``(sum w*l, sum w)`` over chunks for one loss."""
+    """Accumulates ``(sum w*l, sum w)`` over chunks for one loss.
 
-    def __init__(self, loss: Loss, weighted: bool, n_threads: int) -> None:
-        self.loss, self.weighted, self.nt = loss, weighted, n_threads
+    With the loss's ``partial_sums`` hook the sums are the kernels' own block sums (exact).
+    Without it (a loss from elsewhere, or a family without the hook) the per-sample losses of
+    ``reduction="none"`` are summed in float64, and for ``"mean"`` each chunk checks that the
+    loss's own mean is ``sum(w*l) / sum(w)``: a loss that divides by something else (class
+    weights, ignored rows) is refused rather than averaged wrongly.
+    """
+
+    def __init__(self, loss: Loss, weighted: bool, n_threads: int,
+                 reduction: str = "sum") -> None:
+        self.loss, self.weighted, self.nt, self.reduction = loss, weighted, n_threads, reduction
         self.exact = hasattr(loss, "partial_sums")
         self.l_sum, self.w_sum = _OrderedSum(), _OrderedSum()
 
@@ -137,9 +145,27 @@ class _Reducer:
             vals = self.loss.loss(yt, yp, sample_weight=w, reduction="none",  # type: ignore
                                   n_threads=self.nt)
             lp, wp = _block_sums(vals), None if w is None else _block_sums(w)
+            if self.reduction == "mean":
+                self._check_mean(yt, yp, w, vals, lp, wp)
         self.l_sum.add(lp)
         if wp is not None:
             self.w_sum.add(wp)
+
+    def _check_mean(self, yt, yp, w, vals, lp, wp) -> None:
+        denom = float(np.sum(wp)) if wp is not None else float(np.shape(vals)[0])
+        if denom <= 0:
+            return
+        own = float(self.loss.loss(yt, yp, sample_weight=w, reduction="mean",  # type: ignore
+                                   n_threads=self.nt))
+        ours = float(np.sum(lp)) / denom
+        tol = 1e-5 if np.asarray(vals).dtype == np.float32 else 1e-10
+        if math.isfinite(own) and math.isfinite(ours) and \
+                not math.isclose(own, ours, rel_tol=tol, abs_tol=tol * 1e-3):
+            raise ScoringError(
+                f"{self.loss!r}: its mean is not sum(w*l) / sum(w) (class weights or ignored "
+                "rows?) and it has no partial_sums hook to stream it exactly; use "
+                "reduction='sum' or 'none'"
+            )
 
     def result(self, reduction: str, samples: int, dtype: np.dtype):
         total = self.l_sum.value()
@@ -404,7 +430,7 @@ def score_files(
         report = None
 
     sink: Optional[Sink] = None
-    reducer = _Reducer(loss_obj, "sample_weight" in srcs, nt)
+    reducer = _Reducer(loss_obj, "sample_weight" in srcs, nt, reduction)
     rows = 0
     try:
         if reduction == "none":

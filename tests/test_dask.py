@@ -191,6 +191,26 @@ def test_multiclass_class_axis_in_one_chunk(client):
     np.testing.assert_allclose(g, loss.gradient(labels, logits, reduction="sum"), rtol=1e-15)
 
 
+def test_a_row_wise_loss_without_the_hook():
+    from test_scoring import RowMSE
+
+    rng = np.random.default_rng(8)
+    y, p, w = rng.normal(size=(5_003, 3)), rng.normal(size=(5_003, 3)), rng.random(5_003)
+    Y = da.from_array(y, chunks=(1_000, 2))  # the class axis is rechunked into one
+    P = da.from_array(p, chunks=(2_000, 1))
+    W = da.from_array(w, chunks=999)
+    with dask.config.set(scheduler="sync"):
+        for red in ("mean", "sum"):
+            got = fd.loss(RowMSE(), Y, P, sample_weight=W, reduction=red)
+            assert got == pytest.approx(RowMSE().loss(y, p, sample_weight=w, reduction=red),
+                                        rel=1e-14)
+        rows = fd.loss(RowMSE(), Y, P, reduction="none")
+        assert rows.shape == (5_003,)
+        np.testing.assert_array_equal(rows.compute(), RowMSE().loss(y, p, reduction="none"))
+        with pytest.raises(ValueError, match="its mean is not"):
+            fd.loss(RowMSE(2.0), Y, P)
+
+
 def test_one_kernel_thread_per_dask_thread_by_default(monkeypatch):
     from fastloss import _base
 

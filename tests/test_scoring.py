@@ -259,6 +259,62 @@ def test_reduction_none_of_k_columns_to_parquet(tmp_path, rng):
     np.testing.assert_array_equal(np.stack([t["loss_0"], t["loss_1"]], axis=1), ref)
 
 
+def test_chunks_whose_weights_are_all_zero(tmp_path, data):
+    y, p, w = data
+    w[BLOCK:3 * BLOCK] = 0.0  # two whole chunks weigh nothing
+    files = _save(tmp_path, y=y, p=p, w=w)
+    r = score_files("mse", files["y"], files["p"], sample_weight=files["w"], chunk_rows=BLOCK)
+    assert _same(r.value, fastloss.MSE().loss(y, p, sample_weight=w))
+
+
+class RowMSE:
+    """A row-wise loss from outside fastloss, in NumPy: ``l_i = mean_k (y_ik - p_ik)^2``.
+
+    It has only the public ``loss`` method (no ``partial_sums``), so scoring takes the generic
+    path. ``denominator`` != 1 makes its mean something other than ``sum(w*l) / sum(w)``.
+    """
+
+    reductions = ("mean", "sum", "none")
+
+    def __init__(self, denominator=1.0):
+        self.denominator = denominator
+
+    def __repr__(self):
+        return f"RowMSE({self.denominator})"
+
+    def loss(self, y_true, y_pred, *, sample_weight=None, reduction="mean", n_threads=None):
+        l = np.mean((np.asarray(y_true) - np.asarray(y_pred)) ** 2, axis=1)
+        w = np.ones(len(l)) if sample_weight is None else np.asarray(sample_weight, float)
+        if reduction == "none":
+            return w * l
+        if reduction == "sum":
+            return np.float64(math.fsum(w * l))
+        return np.float64(math.fsum(w * l) / (self.denominator * math.fsum(w)))
+
+
+def test_a_row_wise_loss_without_the_hook(tmp_path, rng):
+    y, p = rng.normal(size=(N, 3)), rng.normal(size=(N, 3))
+    w = rng.random(N)
+    files = _save(tmp_path, y=y, p=p, w=w)
+    loss = RowMSE()
+    for red in ("mean", "sum"):
+        r = score_files(loss, files["y"], files["p"], sample_weight=files["w"], reduction=red,
+                        chunk_rows=BLOCK)
+        assert not r.exact and r.samples == N
+        assert r.value == pytest.approx(loss.loss(y, p, sample_weight=w, reduction=red),
+                                        rel=1e-14)
+    out = tmp_path / "rows.npy"
+    score_files(loss, files["y"], files["p"], reduction="none", output=out, chunk_rows=BLOCK)
+    np.testing.assert_array_equal(np.load(out), loss.loss(y, p, reduction="none"))
+    with pytest.raises(ScoringError, match=r"RowMSE\(2.0\): its mean is not sum\(w\*l\) / "
+                                           r"sum\(w\)"):
+        score_files(RowMSE(2.0), files["y"], files["p"], chunk_rows=BLOCK)
+    r = score_files(RowMSE(2.0), files["y"], files["p"], reduction="sum", chunk_rows=BLOCK)
+    assert r.value == pytest.approx(loss.loss(y, p, reduction="sum"), rel=1e-14)
+    with pytest.raises(ScoringError, match=r"needs y_pred of shape \(n, K\)"):
+        score_files(loss, files["w"], files["w"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Multiclass (row-wise losses), when the classification family is there
 # ---------------------------------------------------------------------------------------------
