@@ -130,11 +130,30 @@ class NpySource(Source):
         return np.memmap(self.path, dtype=self.dtype, mode="r",
                          offset=self.offset + start_elem * self.dtype.itemsize, shape=(count,))
 
+    def _prefetch(self, fd: Optional[int], r0: int, rows: int, k: int) -> None:
+        """Ask the OS to start reading rows ``r0:r0+rows`` while the current chunk computes."""
+        if fd is None or rows <= 0:
+            return
+        spans = ([(r0 * k, rows * k)] if not self.fortran
+                 else [(j * self.n_rows + r0, rows) for j in range(k)])
+        for start, count in spans:
+            os.posix_fadvise(fd, self.offset + start * self.dtype.itemsize,
+                             count * self.dtype.itemsize, os.POSIX_FADV_WILLNEED)
+
     def chunks(self, chunk_rows: int) -> Iterator[np.ndarray]:
         n, k = self.n_rows, (self.row_shape[0] if self.row_shape else 1)
+        fd = os.open(self.path, os.O_RDONLY) if hasattr(os, "posix_fadvise") else None
+        try:
+            yield from self._chunks(chunk_rows, n, k, fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _chunks(self, chunk_rows: int, n: int, k: int, fd: Optional[int]) -> Iterator[np.ndarray]:
         buf = None
         for r0 in range(0, n, chunk_rows):
             rows = min(chunk_rows, n - r0)
+            self._prefetch(fd, r0 + rows, min(chunk_rows, n - r0 - rows), k)
             if rows == 0 or k == 0:
                 yield np.empty((rows,) + self.row_shape, self.dtype)
             elif not self.fortran:
