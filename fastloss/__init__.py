@@ -24,6 +24,6 @@ __all__ = [
     "Loss", "ElementwiseLoss",
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
-    "score_files", "ScoreResult",
     *available(),
 ]
+__all__ += ["score_files", "ScoreResult"]
