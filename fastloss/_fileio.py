@@ -232,7 +232,7 @@ class ParquetSource(Source):
         buf = np.empty(shape_of(chunk_rows), self.dtype)
         fill = 0
         unique = list(dict.fromkeys(self.columns))  # a column may be asked for twice
-        batches = self.file.iter_batches(batch_size=min(chunk_rows, 1 << 16),
+        batches = self.file.iter_batches(batch_size=chunk_rows,
                                          columns=unique, use_threads=False)
         for batch in batches:
             pos, m = 0, batch.num_rows
@@ -290,16 +290,10 @@ class CsvSource(Source):
     def fraction_done(self) -> Optional[float]:
         return min(1.0, self.consumed / self.size) if self.size else None
 
-    def _data_lines(self) -> Iterator[str]:
-        for line in itertools.chain(self.pending, self.f):
-            self.consumed += len(line)
-            if line.strip():  # blank lines are not rows (a trailing newline, say)
-                yield line
-
     LINES_PER_PARSE = 1 << 16  # text held at once: ~100 bytes a line, whatever chunk_rows is
 
     def chunks(self, chunk_rows: int) -> Iterator[np.ndarray]:
-        lines = self._data_lines()
+        lines = itertools.chain(self.pending, self.f)
         k = len(self.usecols)
         buf = np.empty((chunk_rows, k), np.float64)
         row = fill = 0
@@ -309,16 +303,19 @@ class CsvSource(Source):
                                                          chunk_rows - fill)))
                 done = not block
                 if block:
+                    self.consumed += sum(map(len, block))
                     try:
+                        # blank lines are skipped: they are not rows (a trailing newline, say)
                         arr = np.loadtxt(block, delimiter=",", usecols=self.usecols,
                                          dtype=np.float64, ndmin=2, quotechar='"',
                                          comments=None)
                     except ValueError as exc:
-                        raise ScoringError(f"{self.name}: {self.path}, data rows {row}-"
-                                           f"{row + len(block) - 1}: {exc}") from None
-                    buf[fill:fill + len(block)] = arr
-                    fill += len(block)
-                    row += len(block)
+                        raise ScoringError(f"{self.name}: {self.path}, data rows from {row}: "
+                                           f"{exc}") from None
+                    m = arr.shape[0]
+                    buf[fill:fill + m] = arr
+                    fill += m
+                    row += m
                     del block, arr
                 if fill and (fill == chunk_rows or done):
                     out = buf[:fill]
