@@ -221,6 +221,13 @@ def test_csv_with_and_without_header(tmp_path, data, monkeypatch):
     r = score_files("pseudo_huber", f"{n}:1", f"{n}:0", sample_weight=files["w"],
                     chunk_rows=BLOCK)
     assert _same(r.value, ref)
+    # blank lines are not rows
+    text = (tmp_path / "h.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "b.csv").write_text("".join(text[:5000] + ["\n"] + text[5000:] + ["\n"]))
+    b = str(tmp_path / "b.csv")
+    r = score_files("pseudo_huber", f"{b}:target", f"{b}:pred", sample_weight=f"{b}:weight",
+                    chunk_rows=BLOCK)
+    assert _same(r.value, ref) and r.rows == N
 
 
 # ---------------------------------------------------------------------------------------------
