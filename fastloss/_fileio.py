@@ -198,7 +198,8 @@ def _select(available: Sequence[str], spec: Optional[str], name: str, path: str)
 
 def _is_multi(spec: Optional[str], chosen: Sequence[str]) -> bool:
     """Whether the columns make an ``(n, K)`` array: several, or asked for as a list/pattern."""
-    return len(chosen) > 1 or (spec is not None and ("," in spec or any(ch in spec for ch in "*?[")))
+    listed = spec is not None and ("," in spec or any(ch in spec for ch in "*?["))
+    return len(chosen) > 1 or listed
 
 
 class ParquetSource(Source):
@@ -431,7 +432,7 @@ class NpySink(Sink):
 
 
 class ParquetSink(Sink):
-    """A Parquet file, one row group per chunk: column ``loss`` (or ``loss_0`` ... ``loss_{K-1}``)."""
+    """A Parquet file, one row group per chunk: ``loss`` (or ``loss_0`` ... ``loss_{K-1}``)."""
 
     def __init__(self, path: str, row_shape: Tuple[int, ...], dtype: np.dtype) -> None:
         pq = _import_pyarrow("output")

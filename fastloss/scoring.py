@@ -227,7 +227,9 @@ def _si(x: float) -> str:
 
 def _hms(seconds: float) -> str:
     s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
 
 
 # ------------------------------------------------------------------------------ the run
@@ -265,7 +267,8 @@ def _check_layout(loss: Loss, srcs: Dict[str, Source]) -> None:
     """Row counts (when the formats know them) and row shapes, before anything is read."""
     known = {k: s.n_rows for k, s in srcs.items() if s.n_rows is not None}
     if len(set(known.values())) > 1:
-        a, b = sorted(known, key=list(srcs).index)[:2]
+        a = next(iter(known))
+        b = next(k for k in known if known[k] != known[a])
         raise ScoringError(
             "mismatched lengths: " + ", ".join(f"{k} has {n} rows" for k, n in known.items())
             + f" ({srcs[a].path} vs {srcs[b].path})"
@@ -344,7 +347,9 @@ def score_files(
     y_true, y_pred, sample_weight : str, path or ndarray
         ``FILE.npy`` (memory-mapped, ``(n,)`` or ``(n, K)``), ``FILE.parquet:COLUMN``,
         ``FILE.csv:COLUMN`` (several columns ``FILE:c1,c2,...`` or a pattern ``FILE:p_*`` make an
-        ``(n, K)`` input; a file with a single column needs no ``:COLUMN``), or an array.
+        ``(n, K)`` input; a file with a single column needs no ``:COLUMN``), or an array in
+        memory (a ``np.memmap`` you opened keeps the pages it read mapped: give the path to
+        bound memory).
     reduction : {"mean", "sum", "none"}
         ``"none"`` writes the per-row losses ``w*l`` to ``output``.
     output : str or path, optional
