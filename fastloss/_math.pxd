@@ -3,11 +3,25 @@
 
 Every function here is ``inline noexcept nogil`` so that it disappears into the kernel loops, and
 works in float64 (float32 inputs are widened, so their per-element math is exact to float32
-rounding). Each helper says where its cut-offs come from; ``tests/test_math.py`` checks the losses
-built on them against mpmath at the cut-offs and at the extremes.
+rounding). The elementary functions ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` are
+fastloss's own branch-free versions from ``_vmath.h`` (a few ulp, exact special values), which the
+compiler vectorises inside the kernel loops where libm calls would run one element at a time.
+Each helper says where its cut-offs come from; the tests check the losses built on them against
+mpmath at the cut-offs and at the extremes.
 """
 
-from libc.math cimport exp, expm1, fabs, log, log1p, sqrt, hypot, tanh, isnan, INFINITY, NAN
+from libc.math cimport fabs, sqrt, copysign, INFINITY, NAN
+
+cdef extern from "_vmath.h":
+    double exp "fl_exp"(double) noexcept nogil
+    double expm1 "fl_expm1"(double) noexcept nogil
+    double log "fl_log"(double) noexcept nogil
+    double log1p "fl_log1p"(double) noexcept nogil
+    double tanh "fl_tanh"(double) noexcept nogil
+
+
+cdef inline bint isnan(double x) noexcept nogil:
+    return x != x
 
 cdef extern from *:
     """
@@ -106,3 +120,8 @@ cdef inline double sum2exp(double c1, double u1, double c2, double u2) noexcept 
 cdef inline double nan_or(double x, double value) noexcept nogil:
     """``value``, or NaN when ``x`` is NaN (keeps NaN in constant derivatives)."""
     return x if isnan(x) else value
+
+
+cdef inline double hypot1(double t) noexcept nogil:
+    """sqrt(1 + t^2) for |t| <= 1 (no overflow possible there; vectorises, unlike libm hypot)."""
+    return sqrt(1.0 + t * t)
