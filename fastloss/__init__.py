@@ -10,8 +10,13 @@ from ._version import __version__
 from ._threads import get_num_threads, set_num_threads
 from ._registry import get, available
 from ._base import Loss, ElementwiseLoss
+from ._rowwise import RowwiseLoss
 from .regression import (
     MSE, MAE, RMSE, Huber, PseudoHuber, Charbonnier, LogCosh, Quantile, Poisson, Gamma, Tweedie,
+)
+from .classification import (
+    BinaryCrossEntropy, Focal, Hinge, SquaredHinge, CategoricalCrossEntropy, KLDivergence,
+    MulticlassHinge,
 )
 from ._config import show_config
 from . import functional as _functional
@@ -20,8 +25,10 @@ globals().update(_functional._build())
 
 __all__ = [
     "__version__", "get", "available", "get_num_threads", "set_num_threads", "show_config",
-    "Loss", "ElementwiseLoss",
+    "Loss", "ElementwiseLoss", "RowwiseLoss",
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
+    "BinaryCrossEntropy", "Focal", "Hinge", "SquaredHinge", "CategoricalCrossEntropy",
+    "KLDivergence", "MulticlassHinge",
     *available(),
 ]

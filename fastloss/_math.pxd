@@ -106,3 +106,43 @@ cdef inline double sum2exp(double c1, double u1, double c2, double u2) noexcept 
 cdef inline double nan_or(double x, double value) noexcept nogil:
     """``value``, or NaN when ``x`` is NaN (keeps NaN in constant derivatives)."""
     return x if isnan(x) else value
+
+
+ctypedef struct Sigmoid:
+    # sigmoid(z) and its complement 1 - sigmoid(z) = sigmoid(-z), each to full relative precision.
+    double p
+    double q
+
+
+cdef inline Sigmoid sigmoid2(double z) noexcept nogil:
+    """sigmoid(z) and sigmoid(-z) from one exp(-|z|), never forming 1 - p (no cancellation).
+
+    For |z| large the small one underflows gracefully (sigmoid(-1e4) = 0, not NaN); NaN gives NaN.
+    """
+    cdef Sigmoid s
+    cdef double e
+    if z >= 0:
+        e = exp(-z)
+        s.p = 1.0 / (1.0 + e)
+        s.q = e / (1.0 + e)
+    else:
+        e = exp(z)
+        s.p = e / (1.0 + e)
+        s.q = 1.0 / (1.0 + e)
+    return s
+
+
+cdef inline double xlogx(double x) noexcept nogil:
+    """x log x with 0 log 0 = 0 (NaN for NaN)."""
+    if x == 0.0:
+        return 0.0
+    return x * log(x)
+
+
+cdef inline double clip_unit(double p, double eps) noexcept nogil:
+    """p clipped to [eps, 1 - eps]; NaN stays NaN (the comparisons are false for it)."""
+    if p < eps:
+        return eps
+    if p > 1.0 - eps:
+        return 1.0 - eps
+    return p
