@@ -60,7 +60,7 @@ def as_labels(y: np.ndarray) -> np.ndarray:
     if np.any(bad):
         raise ValueError(
             "y_true class labels must be integers, got the non-integral value "
-            f"{y[bad][0]!r}"
+            f"{float(y[bad][0])}"
         )
     return np.clip(y, -(2.0**62), 2.0**62).astype(np.int64)
 

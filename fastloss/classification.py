@@ -29,6 +29,7 @@ from ._base import ArrayLike, ElementwiseLoss, Param
 from ._params import ChoiceParam, IntParam, OptionalParam, VectorParam
 from ._registry import register
 from ._rowwise import RowwiseLoss
+from ._validation import as_array
 
 __all__ = [
     "BinaryCrossEntropy", "Focal", "Hinge", "SquaredHinge",
