@@ -109,26 +109,36 @@ cdef inline double nan_or(double x, double value) noexcept nogil:
 
 
 ctypedef struct Sigmoid:
-    # sigmoid(z) and its complement 1 - sigmoid(z) = sigmoid(-z), each to full relative precision.
+    # For a logit z: p = sigmoid(z), q = 1 - p = sigmoid(-z), and their negative logs
+    # nlp = -log p = log1pexp(-z), nlq = -log q = log1pexp(z), each to full relative precision.
     double p
     double q
+    double nlp
+    double nlq
 
 
 cdef inline Sigmoid sigmoid2(double z) noexcept nogil:
-    """sigmoid(z) and sigmoid(-z) from one exp(-|z|), never forming 1 - p (no cancellation).
+    """sigmoid(+-z) and log1pexp(-+z) from one exp(-|z|) and one log1p, never forming 1 - p.
 
-    For |z| large the small one underflows gracefully (sigmoid(-1e4) = 0, not NaN); NaN gives NaN.
+    With e = exp(-|z|) <= 1: the larger of p, q is 1/(1 + e), the smaller e/(1 + e); and
+    log1pexp(x) = max(x, 0) + log1p(e) for x = +-z, a sum of two non-negative terms (no
+    cancellation; the log1p term is exact where the naive log(1 + exp(x)) would round it away).
+    Huge |z| give the exact limits (sigmoid(-1e4) = 0, log1pexp(1e4) = 1e4); NaN gives NaN.
     """
     cdef Sigmoid s
-    cdef double e
+    cdef double e = exp(-fabs(z))
+    cdef double r = 1.0 / (1.0 + e)
+    cdef double l = log1p(e)
     if z >= 0:
-        e = exp(-z)
-        s.p = 1.0 / (1.0 + e)
-        s.q = e / (1.0 + e)
+        s.p = r
+        s.q = e * r
+        s.nlp = l
+        s.nlq = z + l
     else:
-        e = exp(z)
-        s.p = e / (1.0 + e)
-        s.q = 1.0 / (1.0 + e)
+        s.p = e * r
+        s.q = r
+        s.nlp = l - z
+        s.nlq = l
     return s
 
 
