@@ -470,6 +470,15 @@ def test_nan_propagates_to_its_row(case, rng):
     assert np.isnan(loss.loss(yt, yp))
 
 
+def test_nan_probability_of_another_class_still_gives_nan():
+    p = np.array([[0.2, np.nan, 0.8], [0.2, 0.3, 0.5]])
+    l, g, h = CE().loss_gradient_hessian([0, 0], p, reduction="none")
+    assert np.isnan(l[0]) and np.isnan(g[0, 1]) and np.isnan(h[0, 1]) and g[0, 2] == 0
+    assert np.isfinite(l[1])
+    t = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert np.isnan(fastloss.KLDivergence().loss(t, p, reduction="none")[0])
+
+
 def test_layouts_are_used_without_copies_and_agree(tmp_path, rng):
     z = rng.normal(size=(50, 7))
     y = rng.integers(0, 7, 50)
