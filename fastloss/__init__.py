@@ -14,6 +14,7 @@ from ._rowwise import RowwiseLoss
 from .regression import (
     MSE, MAE, RMSE, Huber, PseudoHuber, Charbonnier, LogCosh, Quantile, Poisson, Gamma, Tweedie,
 )
+from .embedding import EmbeddingLoss, Contrastive, Triplet, BatchHardTriplet, BatchAllTriplet
 from .classification import (
     BinaryCrossEntropy, Focal, Hinge, SquaredHinge, CategoricalCrossEntropy, KLDivergence,
     MulticlassHinge,
@@ -28,6 +29,7 @@ __all__ = [
     "Loss", "ElementwiseLoss", "RowwiseLoss",
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
+    "EmbeddingLoss", "Contrastive", "Triplet", "BatchHardTriplet", "BatchAllTriplet",
     "BinaryCrossEntropy", "Focal", "Hinge", "SquaredHinge", "CategoricalCrossEntropy",
     "KLDivergence", "MulticlassHinge",
     *available(),

@@ -21,11 +21,13 @@ from typing import Any, Callable, ClassVar, Optional, Tuple
 
 import numpy as np
 
-from . import _core, _multiclass
+from . import _core
 from ._base import ArrayLike, Loss
+from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
 
+_multiclass = kernel_module("_multiclass")
 _NO_PARTIALS = np.empty(0, np.float64)
 _EMPTY2 = {dt: np.empty((0, 0), dt) for dt in EMPTY}
 _LABEL_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
