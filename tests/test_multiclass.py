@@ -93,17 +93,19 @@ CASES = {
                         lambda y, z: np_ce(onehot(y, z.shape[1]), z=z)),
     "ce_logits_label_cw_ls": (
         CE(from_logits=True, class_weight=CW, label_smoothing=0.1), "label", "logits",
-        lambda y, z: np_ce(onehot(y, 5), z=z, class_weight=CW, smoothing=0.1)),
+        lambda y, z: np_ce(onehot(y, z.shape[1]), z=z, class_weight=np.resize(CW, z.shape[1]),
+                           smoothing=0.1)),
     "ce_logits_proba": (CE(from_logits=True, label_smoothing=0.05), "proba", "logits",
                         lambda t, z: np_ce(t, z=z, smoothing=0.05)),
     "ce_logits_proba_cw": (CE(from_logits=True, class_weight=CW), "proba", "logits",
-                           lambda t, z: np_ce(t, z=z, class_weight=CW)),
+                           lambda t, z: np_ce(t, z=z, class_weight=np.resize(CW, t.shape[1]))),
     "ce_proba_label": (CE(), "label", "proba", lambda y, p: np_ce(onehot(y, p.shape[1]), p=p)),
     "ce_proba_label_cw_ls": (
         CE(class_weight=CW, label_smoothing=0.2), "label", "proba",
-        lambda y, p: np_ce(onehot(y, 5), p=p, class_weight=CW, smoothing=0.2)),
+        lambda y, p: np_ce(onehot(y, p.shape[1]), p=p, class_weight=np.resize(CW, p.shape[1]),
+                           smoothing=0.2)),
     "ce_proba_proba": (CE(class_weight=CW), "proba", "proba",
-                       lambda t, p: np_ce(t, p=p, class_weight=CW)),
+                       lambda t, p: np_ce(t, p=p, class_weight=np.resize(CW, t.shape[1]))),
     "kl_logits_proba": (fastloss.KLDivergence(from_logits=True), "proba", "logits",
                         lambda t, z: np_kl(t, log_softmax(z, axis=1))),
     "kl_logits_logproba": (fastloss.KLDivergence(from_logits=True, log_target=True),
@@ -146,6 +148,14 @@ def make_data(case, n, rng, dtype=np.float64, k=5):
     return yt, yp.astype(dtype)
 
 
+def with_classes(loss, k):
+    """The loss with its class weights stretched to k classes (CW repeated)."""
+    cw = loss.get_params().get("class_weight")
+    if cw is None or len(cw) == k:
+        return loss
+    return type(loss)(**{**loss.get_params(), "class_weight": tuple(np.resize(CW, k))})
+
+
 def ref_rows(case, yt, yp):
     ref = CASES[case][3]
     yt = yt if yt.ndim == 1 else yt.astype(np.float64)
@@ -161,9 +171,11 @@ def ref_rows(case, yt, yp):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_loss_matches_numpy(case, dtype, weighted, reduction, rng):
+@pytest.mark.parametrize("k", [5, 12])   # the softmax rows take a scalar path up to 8 classes
+def test_loss_matches_numpy(case, dtype, weighted, reduction, k, rng):
     loss, target, _, _ = CASES[case]
-    yt, yp = make_data(case, 301, rng, dtype)
+    loss = with_classes(loss, k)
+    yt, yp = make_data(case, 301, rng, dtype, k=k)
     w = rng.uniform(0, 2, 301).astype(dtype) if weighted else None
     rows = ref_rows(case, yt, yp)
     wd = np.ones(301) if w is None else w.astype(np.float64)
@@ -206,10 +218,12 @@ def test_any_number_of_classes(k, dtype, rng):
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
 @pytest.mark.parametrize("labels", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cross_entropy_from_logits_derivatives(cw, smoothing, labels, dtype, rng):
-    z = make_rows(400, 5, rng, dtype)
-    y = rng.integers(0, 5, 400)
-    t = onehot(y, 5) if labels else rng.dirichlet(np.ones(5), 400)
+@pytest.mark.parametrize("k", [5, 12])
+def test_cross_entropy_from_logits_derivatives(cw, smoothing, labels, dtype, k, rng):
+    z = make_rows(400, k, rng, dtype)
+    y = rng.integers(0, k, 400)
+    t = onehot(y, k) if labels else rng.dirichlet(np.ones(k), 400)
+    cw = None if cw is None else tuple(np.resize(cw, k))
     yt = y if labels else t.astype(dtype)
     g, h = CE(from_logits=True, class_weight=cw, label_smoothing=smoothing).gradient_hessian(
         yt, z)
@@ -238,9 +252,11 @@ def _fd_rows(loss, yt, yp, step):
 
 
 @pytest.mark.parametrize("case", SMOOTH)
-def test_finite_differences_row_by_row(case, rng):
+@pytest.mark.parametrize("k", [5, 12])
+def test_finite_differences_row_by_row(case, k, rng):
     loss, _, pred, _ = CASES[case]
-    yt, yp = make_data(case, 200, rng)
+    loss = with_classes(loss, k)
+    yt, yp = make_data(case, 200, rng, k=k)
     if pred == "proba":
         yp = np.clip(yp, 0.02, 0.98)
     if pred == "logproba":
@@ -295,25 +311,30 @@ def _mp_ce_row(t, z, cw=None, smoothing=0.0):
 
 
 @pytest.mark.parametrize("cw,smoothing", [(None, 0.0), (CW, 0.15)])
-def test_cross_entropy_high_precision(cw, smoothing):
+@pytest.mark.parametrize("k", [5, 9])
+def test_cross_entropy_high_precision(cw, smoothing, k):
     """Confident rows keep full relative precision: loss, gradient and hessian vs mpmath."""
     rows = np.array([[30.0, 0.0, 0.0, -5.0, 1.0], [40.0, 39.0, -3.0, 0.5, 0.0],
                      [-2.0, 0.1, 0.2, 0.3, 0.4], [700.0, -700.0, 0.0, 1e-3, 5.0],
                      [1e-8, 0.0, -1e-8, 2e-8, 0.0], [12.0, 35.0, -35.0, 0.0, 3.0]])
+    rows = np.hstack([rows, np.full((6, k - 5), -4.0)])
+    cw = None if cw is None else tuple(np.resize(cw, k))
     labels = np.array([0, 1, 3, 0, 2, 1])
     loss = CE(from_logits=True, class_weight=cw, label_smoothing=smoothing)
     l, g, h = loss.loss_gradient_hessian(labels, rows, reduction="none")
     for i in range(rows.shape[0]):
-        t = [1 if j == labels[i] else 0 for j in range(5)]
+        t = [1 if j == labels[i] else 0 for j in range(k)]
         zi = [mpmath.mpf(float(v)) for v in rows[i]]
         f = lambda *v: _mp_ce_row(t, list(v), cw, smoothing)  # noqa: E731
         assert l[i] == pytest.approx(float(f(*zi)), rel=1e-13, abs=1e-300)
-        for j in range(5):
-            d1 = [0] * 5
-            d1[j] = 1
-            eg = float(mpmath.diff(f, zi, tuple(d1)))
-            d1[j] = 2
-            eh = float(mpmath.diff(f, zi, tuple(d1)))
+        for j in range(k):
+            d1 = [0] * k
+            # 700 digits: numerical differentiation must resolve derivatives near 1e-302
+            with mpmath.workdps(700):
+                d1[j] = 1
+                eg = float(mpmath.diff(f, zi, tuple(d1)))
+                d1[j] = 2
+                eh = float(mpmath.diff(f, zi, tuple(d1)))
             assert g[i, j] == pytest.approx(eg, rel=1e-12, abs=1e-300), (i, j)
             assert h[i, j] == pytest.approx(eh, rel=1e-12, abs=1e-300), (i, j)
 
@@ -443,6 +464,13 @@ def test_huge_logits_give_exact_limits(dtype):
     np.testing.assert_array_equal(l, [0, 2e4, 1e4])
     np.testing.assert_array_equal(g, [[0, 0, 0], [1, -1, 0], [1, 0, -1]])
     np.testing.assert_array_equal(h, np.zeros((3, 3)))
+    # the same on the vectorised path (more than 8 classes)
+    wide = np.hstack([z, np.full((3, 9), -1e4, dtype)])
+    l, g, h = CE(from_logits=True).loss_gradient_hessian(y, wide, reduction="none")
+    np.testing.assert_array_equal(l, [0, 2e4, 1e4])
+    np.testing.assert_array_equal(g[:, :3], [[0, 0, 0], [1, -1, 0], [1, 0, -1]])
+    np.testing.assert_array_equal(g[:, 3:], 0)
+    np.testing.assert_array_equal(h, 0)
     t = np.array([[0.5, 0.5, 0.0]] * 3, dtype)
     l, g, h = fastloss.KLDivergence(from_logits=True).loss_gradient_hessian(
         t, z, reduction="none")
@@ -457,9 +485,10 @@ def test_huge_logits_give_exact_limits(dtype):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_nan_propagates_to_its_row(case, rng):
-    loss = CASES[case][0]
-    yt, yp = make_data(case, 6, rng)
+@pytest.mark.parametrize("k", [5, 12])
+def test_nan_propagates_to_its_row(case, k, rng):
+    loss = with_classes(CASES[case][0], k)
+    yt, yp = make_data(case, 6, rng, k=k)
     yp = yp.copy()
     yp[2, 0] = np.nan
     if CASES[case][2] != "logits" and CASES[case][1] == "label":
