@@ -90,3 +90,30 @@ def weight_sum(const floating[::1] w, int n_threads, double[::1] partials=None):
         free(part)
     free(bad)
     return total, negative
+
+
+cdef void _probe_block(const floating* a, const floating* b, floating* c, floating* d,
+                       Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(start, stop):
+        c[i] = a[i] + b[i]
+        d[i] = a[i] - b[i]
+
+
+def stream_probe(const floating[::1] a, const floating[::1] b, floating[::1] c,
+                 floating[::1] d, int n_threads):
+    """Memory-bandwidth probe: read two arrays and write two, with no real arithmetic.
+
+    It moves the same bytes as a fused loss + gradient + hessian call with the same blocks and
+    threads, so its time is the floor such a call can reach on this machine.
+    """
+    cdef Py_ssize_t n = a.shape[0], nb, bk
+    if b.shape[0] != n or c.shape[0] != n or d.shape[0] != n:
+        raise ValueError("stream_probe needs four arrays of one length")
+    if n == 0:
+        return
+    nb = n_blocks(n, BLOCK)
+    cdef int nt = threads_for(n, n_threads)
+    with nogil:
+        for bk in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _probe_block(&a[0], &b[0], &c[0], &d[0], bk * BLOCK, min(bk * BLOCK + BLOCK, n))

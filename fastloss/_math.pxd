@@ -49,8 +49,18 @@ cdef inline double log1pexp(double x) noexcept nogil:
 
 
 cdef inline double logcosh(double x) noexcept nogil:
-    """log(cosh x) = |x| + log1p(exp(-2|x|)) - log 2: no overflow for any finite x."""
+    """log(cosh x) without overflow and without cancellation near 0.
+
+    |x| <= 2: log1p(cosh x - 1) with cosh x - 1 = m^2 / (2 (m + 1)), m = expm1(|x|), exact to a
+    few ulp down to subnormal x (the naive log(cosh x) loses everything below 1e-8).
+    |x| > 2: |x| + log1p(exp(-2|x|)) - log 2, which cannot overflow and cancels by at most a
+    factor 1.6 there.
+    """
     cdef double a = fabs(x)
+    cdef double m
+    if a <= 2.0:
+        m = expm1(a)
+        return log1p(m * m / (2.0 * (m + 1.0)))
     return a + log1p(exp(-2.0 * a)) - LN2
 
 
