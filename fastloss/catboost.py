@@ -1,13 +1,18 @@
 """Any fastloss loss as a CatBoost objective and eval metric.
 
->>> import fastloss, fastloss.catboost as fcb                              # doctest: +SKIP
->>> obj = fcb.Objective(fastloss.Poisson())                                # doctest: +SKIP
->>> b = obj.intercept(y)                                                   # doctest: +SKIP
->>> model = CatBoostRegressor(loss_function=obj, eval_metric=fcb.Metric(fastloss.Poisson()),
-...                           leaf_estimation_method="Newton")             # doctest: +SKIP
->>> model.fit(X, y, baseline=obj.init_score(y, intercept=b))             # doctest: +SKIP
->>> obj.set_intercept(model, b)          # predictions now include it     # doctest: +SKIP
->>> mu = obj.inverse_link(model.predict(X_new, prediction_type="RawFormulaVal"))  # doctest: +SKIP
+Usage (``X``, ``y`` your data)::
+
+    from catboost import CatBoostRegressor
+    import fastloss, fastloss.catboost as fcb
+
+    loss = fastloss.Poisson()
+    obj = fcb.Objective(loss)
+    b = obj.intercept(y)
+    model = CatBoostRegressor(loss_function=obj, eval_metric=fcb.Metric(loss),
+                              leaf_estimation_method="Newton")
+    model.fit(X, y, baseline=obj.init_score(y, intercept=b))
+    obj.set_intercept(model, b)              # predictions now include it
+    mu = obj.inverse_link(model.predict(X_new, prediction_type="RawFormulaVal"))
 
 - :class:`Objective` is the ``loss_function`` object of ``CatBoost``, ``CatBoostRegressor`` and
   ``CatBoostClassifier``: ``calc_ders_range`` for one-dimensional losses (CatBoost calls it on
@@ -44,7 +49,14 @@ class Objective(Adapter):
         "CatBoost objective: ``CatBoostRegressor(loss_function=Objective(loss))``.\n\n"
         "CatBoost calls ``calc_ders_range(approxes, targets, weights)`` (one-dimensional) or "
         "``calc_ders_multi(approxes, target, weight)`` (multiclass), and gets the derivatives "
-        "of minus the loss.\n" + (Adapter.__doc__ or "")
+        "of minus the loss.\n" + (Adapter.__doc__ or "") + """
+    Examples
+    --------
+    >>> import numpy as np, fastloss, fastloss.catboost as fcb
+    >>> obj = fcb.Objective(fastloss.MSE())
+    >>> obj.calc_ders_range(np.array([0.5, 3.0]), np.array([1.0, 1.0]), None).tolist()
+    [[0.5, -1.0], [-2.0, -1.0]]
+"""
     )
     library = "catboost"
 

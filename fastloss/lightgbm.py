@@ -1,12 +1,16 @@
 """Any fastloss loss as a LightGBM objective and eval metric.
 
->>> import fastloss, fastloss.lightgbm as flgb                             # doctest: +SKIP
->>> obj = flgb.Objective(fastloss.Poisson())                               # doctest: +SKIP
->>> b = obj.intercept(y)                                                   # doctest: +SKIP
->>> train = lgb.Dataset(X, y, init_score=obj.init_score(y, intercept=b))  # doctest: +SKIP
->>> bst = lgb.train({"objective": obj, "metric": "None"}, train, 50,
-...                 feval=flgb.Metric(fastloss.Poisson()))                # doctest: +SKIP
->>> mu = obj.inverse_link(bst.predict(X_new) + b)                         # doctest: +SKIP
+Usage (``X``, ``y`` your data)::
+
+    import lightgbm as lgb
+    import fastloss, fastloss.lightgbm as flgb
+
+    loss = fastloss.Poisson()
+    obj = flgb.Objective(loss)
+    b = obj.intercept(y)
+    train = lgb.Dataset(X, y, init_score=obj.init_score(y, intercept=b))
+    bst = lgb.train({"objective": obj, "metric": "None"}, train, 50, feval=flgb.Metric(loss))
+    mu = obj.inverse_link(bst.predict(X_new) + b)
 
 - :class:`Objective` is the native objective, ``params["objective"] = Objective(loss)`` in
   ``lightgbm.train``: called with the raw scores (float64, ``(n,)``, or ``(n, K)`` for
@@ -80,7 +84,17 @@ class Objective(_LGBAdapter):
     __doc__ = (
         "LightGBM native objective: ``lightgbm.train({'objective': Objective(loss)}, train)``."
         "\n\nCalled as ``obj(preds, train_data) -> (grad, hess)``." + "\n"
-        + (Adapter.__doc__ or "")
+        + (Adapter.__doc__ or "") + """
+    Examples
+    --------
+    >>> import numpy as np, fastloss, fastloss.lightgbm as flgb
+    >>> obj = flgb.Objective(fastloss.MAE())      # constant hessian: see hessian="auto"
+    >>> g, h = obj.derivatives([1.0, 2.0], [0.5, 2.5])
+    >>> g.tolist(), h.tolist(), obj.hessian_policy
+    ([-1.0, 1.0], [1.0, 1.0], ('constant', 1.0))
+    >>> obj.init_score([1.0, 2.0, 6.0]).tolist()    # the weighted median, for every row
+    [2.0, 2.0, 2.0]
+"""
     )
 
     def __call__(self, preds: ArrayLike, train_data: Any) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,11 +1,15 @@
 """Any fastloss loss as an XGBoost objective and eval metric.
 
->>> import fastloss, fastloss.xgboost as fxgb                              # doctest: +SKIP
->>> obj = fxgb.Objective(fastloss.Poisson())                               # doctest: +SKIP
->>> params = {"base_score": obj.base_score(y), "disable_default_eval_metric": True}
->>> bst = xgb.train(params, xgb.DMatrix(X, y), 50, obj=obj,
-...                 custom_metric=fxgb.Metric(fastloss.Poisson()))        # doctest: +SKIP
->>> mu = obj.inverse_link(bst.predict(xgb.DMatrix(X), output_margin=True))  # doctest: +SKIP
+Usage (``X``, ``y`` your data)::
+
+    import xgboost as xgb
+    import fastloss, fastloss.xgboost as fxgb
+
+    loss = fastloss.Poisson()
+    obj = fxgb.Objective(loss)
+    params = {"base_score": obj.base_score(y), "disable_default_eval_metric": True}
+    bst = xgb.train(params, xgb.DMatrix(X, y), 50, obj=obj, custom_metric=fxgb.Metric(loss))
+    mu = obj.inverse_link(bst.predict(xgb.DMatrix(X_new), output_margin=True))
 
 - :class:`Objective` is the native objective, ``xgb.train(obj=...)``: called with the raw margins
   (float32, ``(n,)`` or ``(n, K)``) and the training ``DMatrix``; it returns float32 gradient and
@@ -41,6 +45,19 @@ import numpy as np
 from ._gbdt import Adapter, ArrayLike, MetricBase, library_version
 
 __all__ = ["Objective", "SklearnObjective", "Metric", "SklearnMetric"]
+
+
+_EXAMPLE = """
+    Examples
+    --------
+    >>> import fastloss, fastloss.xgboost as fxgb
+    >>> obj = fxgb.Objective(fastloss.MSE())      # half squared error, as reg:squarederror
+    >>> g, h = obj.derivatives([1.0, 2.0], [0.5, 2.5], [1.0, 3.0])
+    >>> g.tolist(), h.tolist()
+    ([-0.5, 1.5], [1.0, 3.0])
+    >>> obj.base_score([1.0, 2.0, 6.0])
+    3.0
+"""
 
 
 class _XGBAdapter(Adapter):
@@ -93,6 +110,7 @@ class Objective(_XGBAdapter):
     __doc__ = (
         "XGBoost native objective: ``xgb.train(params, dtrain, obj=Objective(loss))``.\n\n"
         "Called as ``obj(predt, dtrain) -> (grad, hess)``." + "\n" + (Adapter.__doc__ or "")
+        + _EXAMPLE
     )
 
     def __call__(self, predt: np.ndarray, dtrain: Any) -> Tuple[np.ndarray, np.ndarray]:
