@@ -310,14 +310,19 @@ class Adapter:
         return g, h
 
     # ------------------------------------------------------------------ intercept and link
-    def intercept(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None
-                  ) -> Union[float, np.ndarray]:
+    def intercept(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None,
+                  n_classes: Optional[int] = None) -> Union[float, np.ndarray]:
         """The best constant raw score for ``y_true``: ``loss.baseline`` (a float, or one value
         per class for multiclass losses).
 
-        Raises ``ValueError`` when it is not finite (a log-link loss on all-zero targets).
+        ``n_classes`` is passed to a multiclass loss's baseline (otherwise it counts the largest
+        label + 1). Raises ``ValueError`` when the result is not finite (a log-link loss on
+        all-zero targets, a class that never occurs, a single class).
         """
-        b = self._loss.baseline(y_true, sample_weight=sample_weight)
+        if n_classes is None:
+            b = self._loss.baseline(y_true, sample_weight=sample_weight)
+        else:
+            b = self._loss.baseline(y_true, sample_weight=sample_weight, n_classes=n_classes)
         arr = np.asarray(b, dtype=np.float64)
         if not np.all(np.isfinite(arr)):
             raise ValueError(
@@ -327,10 +332,14 @@ class Adapter:
         return float(arr) if arr.ndim == 0 else arr
 
     def init_score(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None,
-                   intercept: Union[None, float, np.ndarray] = None) -> np.ndarray:
+                   intercept: Union[None, float, np.ndarray] = None,
+                   n_classes: Optional[int] = None) -> np.ndarray:
         """The intercept repeated for every row of ``y_true``: ``(n,)``, or ``(n, K)`` for a
-        multiclass loss. ``intercept`` reuses a value from :meth:`intercept`."""
-        b = self.intercept(y_true, sample_weight=sample_weight) if intercept is None else intercept
+        multiclass loss (float64, C order). ``intercept`` reuses a value from :meth:`intercept`
+        (for validation or prediction rows, whose own targets must not set it)."""
+        if intercept is None:
+            intercept = self.intercept(y_true, sample_weight=sample_weight, n_classes=n_classes)
+        b = intercept
         n = np.shape(y_true)[0]
         b = np.asarray(b, dtype=np.float64)
         if b.ndim == 0:

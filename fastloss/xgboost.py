@@ -78,15 +78,15 @@ class _XGBAdapter(Adapter):
             return g.reshape(-1), h.reshape(-1)
         return g, h
 
-    def base_score(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None
-                   ) -> Union[float, List[float]]:
+    def base_score(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None,
+                   n_classes: Optional[int] = None) -> Union[float, List[float]]:
         """The ``base_score`` parameter for a custom objective: ``loss.baseline`` in margin
         space (XGBoost applies no link to it when the objective is custom).
 
         A float, or for multiclass a list with one margin per class, which XGBoost 3.1 to 3.4
         read as margins; :meth:`base_margin` is the version-proof way to give a per-class
         intercept."""
-        b = self.intercept(y_true, sample_weight=sample_weight)
+        b = self.intercept(y_true, sample_weight=sample_weight, n_classes=n_classes)
         if isinstance(b, float):
             return b
         version = library_version("xgboost", import_it=False)
@@ -98,12 +98,14 @@ class _XGBAdapter(Adapter):
         return [float(v) for v in b]
 
     def base_margin(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None,
-                    intercept: Union[None, float, np.ndarray] = None) -> np.ndarray:
+                    intercept: Union[None, float, np.ndarray] = None,
+                    n_classes: Optional[int] = None) -> np.ndarray:
         """``loss.baseline`` for every row of ``y_true``, ``(n,)`` or ``(n, K)``, for
         ``DMatrix(base_margin=...)``. XGBoost then ignores ``base_score``, and a prediction
         DMatrix needs its own base margin (``init_score`` with ``intercept=`` repeats a known
         intercept for any number of rows); :meth:`base_score` avoids both."""
-        return self.init_score(y_true, sample_weight=sample_weight, intercept=intercept)
+        return self.init_score(y_true, sample_weight=sample_weight, intercept=intercept,
+                               n_classes=n_classes)
 
 
 class Objective(_XGBAdapter):

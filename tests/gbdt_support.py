@@ -117,10 +117,12 @@ class NumpySoftmaxCE:
         labels = np.asarray(y_true).astype(int)
         return _weighted(-np.log(p[np.arange(p.shape[0]), labels]), sample_weight, reduction)
 
-    def baseline(self, y_true, *, sample_weight=None):
+    def baseline(self, y_true, *, sample_weight=None, n_classes=None):
         w = np.ones(len(y_true)) if sample_weight is None else np.asarray(sample_weight)
-        counts = np.bincount(np.asarray(y_true).astype(int), weights=w, minlength=self.n_classes)
-        return np.log(counts / counts.sum())
+        k = self.n_classes if n_classes is None else n_classes
+        counts = np.bincount(np.asarray(y_true).astype(int), weights=w, minlength=k)
+        with np.errstate(divide="ignore"):
+            return np.log(counts / counts.sum())
 
 
 class NumpyFocal:

@@ -291,6 +291,8 @@ def test_intercepts_from_baseline():
     assert init.shape == (N, 3) and np.all(init == vec)
     with pytest.raises(ValueError, match="not finite"):
         obj.intercept(np.zeros(5))
+    with pytest.raises(ValueError, match="not finite"):  # class 3 never occurs
+        soft.intercept(labels, n_classes=4)
 
 
 def test_inverse_links_against_scipy():
