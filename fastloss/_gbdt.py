@@ -275,6 +275,12 @@ class Adapter:
         who = type(self).__name__
         y = shape_targets(np.asarray(y_true), raw, self._elementwise, who)
         w = shape_weights(sample_weight, raw, self._elementwise, who)
+        return self._derivatives(y, raw, w, gradient_out, hessian_out)
+
+    def _derivatives(self, y: np.ndarray, raw: np.ndarray, w: Optional[np.ndarray],
+                     gradient_out: Optional[np.ndarray] = None,
+                     hessian_out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """:meth:`derivatives` on targets and weights already shaped for the loss."""
         loss, nt, kind, value = self._loss, self._n_threads, self._kind, self._value
         if kind == "constant":
             g = loss.gradient(y, raw, sample_weight=w, reduction="none", out=gradient_out,

@@ -74,10 +74,18 @@ class Objective(Adapter):
     def calc_ders_multi(self, approxes: ArrayLike, target: Any, weight: Any
                         ) -> Tuple[np.ndarray, np.ndarray]:
         """``(-g, -H)`` for one row: ``K`` gradients and the ``K x K`` (diagonal) hessian."""
+        # One call per row: skip the array-shaping checks of derivatives() (CatBoost gives a
+        # scalar class index and a scalar weight, 1.0 when there are none).
         raw = np.asarray(approxes, dtype=np.float64).reshape(1, -1)
-        w = None if weight is None else np.array([weight], dtype=np.float64)
-        g, h = self.derivatives(np.array([target], dtype=np.float64), raw, w)
-        return np.negative(g[0]), np.diag(np.negative(h[0]))
+        label = float(target)
+        if not label.is_integer():
+            raise ValueError(f"{type(self).__name__}: multiclass labels must be integers, "
+                             f"got {target!r}")
+        w = None if weight is None or weight == 1.0 else np.array([weight], dtype=np.float64)
+        g, h = self._derivatives(np.array([int(label)]), raw, w)
+        hess = np.zeros((raw.shape[1], raw.shape[1]))
+        np.negative(h[0], out=hess.reshape(-1)[:: raw.shape[1] + 1])
+        return np.negative(g[0]), hess
 
     def set_intercept(self, model: Any, intercept: Union[float, np.ndarray]) -> Any:
         """Add ``intercept`` (from :meth:`intercept`) to a trained CatBoost model's bias, so its
