@@ -58,10 +58,12 @@ LINKS = {
 #: listed use their exact hessian.
 #:
 #: - MAE, quantile, hinge: the exact hessian is 0, so a constant 1 (gradient boosting with unit
-#:   Newton denominators, as XGBoost's ``reg:absoluteerror`` and ``reg:quantileerror`` do).
+#:   Newton denominators, as the libraries' built-in MAE and quantile objectives use before they
+#:   re-fit leaves to medians or quantiles, which a custom objective cannot do).
 #: - Huber, log-cosh, Charbonnier: the exact hessian vanishes far from the target, where a Newton
 #:   step ``g / h`` explodes (for log-cosh it is ``sinh(2e)/2``). A constant 1 is exact near the
-#:   target for Huber and log-cosh and bounds their curvature above, so every step descends.
+#:   target for Huber and log-cosh and bounds their curvature above, so every step descends
+#:   (for Huber it is LightGBM's ``huber`` objective).
 #: - squared hinge: 2 where the margin is violated, else 0; the constant 2 is its bound.
 #: - focal: the exact hessian turns negative for confidently wrong predictions, and Newton steps
 #:   on it (or on a small floor) diverge at large learning rates; a constant 0.25, the logistic

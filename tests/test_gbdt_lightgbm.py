@@ -64,6 +64,19 @@ def test_regression_matches_builtin(case, weighted):
     np.testing.assert_allclose(obj.inverse_link(ours), ref_model.predict(X), rtol=1e-6)
 
 
+def test_huber_with_auto_hessian_matches_lightgbm_huber():
+    # LightGBM's huber uses a unit hessian, which is the adapter's default for Huber; both start
+    # from the same init_score (the Huber M-estimate), so only the derivatives could differ.
+    X, y, w = make_data("heavy")
+    obj = flgb.Objective(fastloss.Huber(delta=1.0))
+    init = obj.init_score(y, sample_weight=w)
+    ref = lgb.train(dict(PARAMS, objective="huber", alpha=1.0),
+                    lgb.Dataset(X, y, weight=w, init_score=init), ROUNDS)
+    ours = lgb.train(dict(PARAMS, objective=obj), lgb.Dataset(X, y, weight=w, init_score=init),
+                     ROUNDS)
+    assert max_abs_diff(ref.predict(X, raw_score=True), ours.predict(X, raw_score=True)) <= 1e-9
+
+
 @pytest.mark.parametrize("case", REGRESSION[:2], ids=[c[0] for c in REGRESSION[:2]])
 def test_weights_change_the_model_as_builtin_does(case):
     _, loss, builtin, extra, task = case
