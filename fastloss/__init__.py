@@ -13,6 +13,7 @@ from ._base import Loss, ElementwiseLoss
 from .regression import (
     MSE, MAE, RMSE, Huber, PseudoHuber, Charbonnier, LogCosh, Quantile, Poisson, Gamma, Tweedie,
 )
+from .embedding import EmbeddingLoss, Contrastive, Triplet, BatchHardTriplet, BatchAllTriplet
 from ._config import show_config
 from . import functional as _functional
 
@@ -23,5 +24,6 @@ __all__ = [
     "Loss", "ElementwiseLoss",
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
+    "EmbeddingLoss", "Contrastive", "Triplet", "BatchHardTriplet", "BatchAllTriplet",
     *available(),
 ]

@@ -16,7 +16,13 @@ from ._version import __version__
 
 def config() -> Dict[str, Any]:
     """The build and runtime facts as a dict."""
+    from ._dispatch import kernel_module, simd_path
+
+    path = simd_path()
     info = dict(_core.build_info())
+    info["simd_baseline"] = info.pop("simd_baseline")
+    info["simd_path"] = f"{path} ({kernel_module('_core').build_info()['simd_baseline']})"
+    info["cpu_avx2_fma"] = _core.cpu_has_avx2_fma()
     return {
         "version": __version__,
         "python": sys.version.split()[0],
@@ -40,7 +46,7 @@ def show_config() -> None:
     c = config()
     print(f"fastloss {c['version']}")
     for key in ("python", "platform", "numpy", "compiler", "openmp", "openmp_version",
-                "simd_baseline", "default_threads", "block_size"):
+                "simd_baseline", "cpu_avx2_fma", "simd_path", "default_threads", "block_size"):
         print(f"  {key:16s} {c[key]}")
     print(f"  {'losses':16s} {', '.join(c['losses'])}")
 

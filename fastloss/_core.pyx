@@ -16,6 +16,7 @@ cdef extern from "_omp_compat.h":
     int omp_get_num_procs() noexcept nogil
     const char* FASTLOSS_SIMD
     const char* FASTLOSS_COMPILER
+    int fastloss_cpu_avx2_fma() noexcept nogil
 
 ctypedef fused floating:
     float
@@ -31,6 +32,11 @@ def build_info():
         "compiler": FASTLOSS_COMPILER.decode(),
         "block_size": BLOCK,
     }
+
+
+def cpu_has_avx2_fma():
+    """Whether the running CPU can execute the ``*_avx2`` kernel modules."""
+    return bool(fastloss_cpu_avx2_fma())
 
 
 def omp_max_threads():
@@ -117,3 +123,39 @@ def stream_probe(const floating[::1] a, const floating[::1] b, floating[::1] c,
     with nogil:
         for bk in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             _probe_block(&a[0], &b[0], &c[0], &d[0], bk * BLOCK, min(bk * BLOCK + BLOCK, n))
+
+
+cdef extern from "_vmath.h":
+    double fl_exp(double) noexcept nogil
+    double fl_expm1(double) noexcept nogil
+    double fl_log(double) noexcept nogil
+    double fl_log1p(double) noexcept nogil
+    double fl_tanh(double) noexcept nogil
+
+
+def vmath_eval(str name, const double[::1] x, double[::1] out):
+    """Evaluate one of fastloss's vectorizable elementary functions over ``x`` (for tests)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    if out.shape[0] != n:
+        raise ValueError("out must have the length of x")
+    cdef int which
+    try:
+        which = ["exp", "expm1", "log", "log1p", "tanh"].index(name)
+    except ValueError:
+        raise ValueError(f"unknown function {name!r}") from None
+    with nogil:
+        if which == 0:
+            for i in range(n):
+                out[i] = fl_exp(x[i])
+        elif which == 1:
+            for i in range(n):
+                out[i] = fl_expm1(x[i])
+        elif which == 2:
+            for i in range(n):
+                out[i] = fl_log(x[i])
+        elif which == 3:
+            for i in range(n):
+                out[i] = fl_log1p(x[i])
+        else:
+            for i in range(n):
+                out[i] = fl_tanh(x[i])

@@ -31,6 +31,17 @@ static inline int omp_in_parallel(void) { return 0; }
 #define FASTLOSS_SIMD "none"
 #endif
 
+/* Whether the running CPU has AVX2 and FMA (the instruction sets of the *_avx2 kernel modules). */
+static inline int fastloss_cpu_avx2_fma(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 #if defined(__clang__)
 #define FASTLOSS_COMPILER "clang " __clang_version__
 #elif defined(__GNUC__)

@@ -13,9 +13,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _regression
+from ._dispatch import kernel_module
 from ._base import ArrayLike, ElementwiseLoss, Param
 from ._registry import register
+
+_regression = kernel_module("_regression")
 
 __all__ = [
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
@@ -396,6 +398,14 @@ class Tweedie(_LogLinkBaselineMixin, ElementwiseLoss):
 
     def __init__(self, power: float = 1.5) -> None:
         super().__init__(power=power)
+
+    def _kernel_call(self):
+        # powers 0, 1 and 2 have closed forms of their own (exact, and cheaper)
+        special = {0.0: _regression.tweedie0_deviance, 1.0: _regression.poisson_deviance,
+                   2.0: _regression.gamma_deviance}
+        if self.power in special:
+            return special[self.power], ()
+        return _regression.tweedie_deviance, (self.power,)
 
     @property
     def y_true_domain(self) -> str:  # type: ignore[override]
