@@ -15,6 +15,7 @@ from .regression import (
 )
 from .embedding import EmbeddingLoss, Contrastive, Triplet, BatchHardTriplet, BatchAllTriplet
 from ._config import show_config
+from .scoring import score_files, ScoreResult
 from . import functional as _functional
 
 globals().update(_functional._build())
@@ -27,3 +28,4 @@ __all__ = [
     "EmbeddingLoss", "Contrastive", "Triplet", "BatchHardTriplet", "BatchAllTriplet",
     *available(),
 ]
+__all__ += ["score_files", "ScoreResult"]

@@ -162,6 +162,11 @@ class RMSE(ElementwiseLoss):
         g *= (0.5 / rmse) if rmse > 0 else 0.0
         return type(mse)(rmse), g
 
+    def reduce_sums(self, loss_sum, weight_sum, reduction="mean", dtype=np.float64):
+        """The root of the mean from the totals of :meth:`partial_sums` (squared errors)."""
+        mse = super().reduce_sums(loss_sum, weight_sum, reduction, dtype)
+        return type(mse)(math.sqrt(mse))
+
     def baseline(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None) -> float:
         """The weighted mean of ``y_true``."""
         return _weighted_mean(*self._baseline_inputs(y_true, sample_weight))

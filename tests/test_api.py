@@ -188,7 +188,7 @@ def test_kernels_check_sizes_themselves():
     """The compiled drivers refuse inconsistent sizes even when called directly."""
     from fastloss import _regression
     e = np.empty(0)
-    with pytest.raises(ValueError, match="y_true has 3 elements, y_pred has 4"):
+    with pytest.raises(ValueError, match="y_true has 3 elements, expected 4"):
         _regression.huber(np.ones(3), np.ones(4), e, e, e, e, True, 1.0, 1, e, 1.0)
     with pytest.raises(ValueError, match="gradient_out has 2 elements, expected 4"):
         _regression.huber(np.ones(4), np.ones(4), e, e, np.empty(2), e, True, 1.0, 1, e, 1.0)
