@@ -391,3 +391,27 @@ def test_adapter_modules_do_not_shadow_the_libraries(name, adapter):
 
     major, minor = (int(v) for v in lib.__version__.split(".")[:2])
     assert library_version(name) == (major, minor)
+
+
+def _derivatives_in_worker(obj, y, p, w):
+    return obj.derivatives(y, p, w)
+
+
+def test_adapters_ship_to_worker_processes():
+    # What Dask and Spark do with an objective: pickle it (cloudpickle when present) and call it
+    # in another process.
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    objs = [cls(fastloss.Poisson()) for cls in ADAPTERS]
+    cloudpickle = pytest.importorskip("cloudpickle")
+    for obj in objs:
+        assert cloudpickle.loads(cloudpickle.dumps(obj)) == obj
+    y = np.abs(Y)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        remote = list(pool.map(_derivatives_in_worker, objs, [y] * 5, [P] * 5, [W] * 5))
+    for obj, (g, h) in zip(objs, remote):
+        g0, h0 = obj.derivatives(y, P, W)
+        np.testing.assert_array_equal(g, g0)
+        np.testing.assert_array_equal(h, h0)
