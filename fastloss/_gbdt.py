@@ -372,6 +372,21 @@ class Adapter:
         return apply_link(self._link, raw_score)
 
 
+def check_call_form(native: bool, data: Any, who: str, other: str) -> None:
+    """A clear error when a native adapter gets the scikit-learn call form or the reverse."""
+    has_labels = callable(getattr(data, "get_label", None))
+    if native and not has_labels:
+        raise TypeError(
+            f"{who} takes the native call form (raw scores, the library's dataset), got a "
+            f"{type(data).__name__} second; for the scikit-learn API use {other}"
+        )
+    if not native and has_labels:
+        raise TypeError(
+            f"{who} takes the scikit-learn call form (y_true, y_pred, weight), got a "
+            f"{type(data).__name__}; for the native API use {other}"
+        )
+
+
 def shape_targets(y_true: np.ndarray, raw: np.ndarray, elementwise: bool, who: str
                   ) -> np.ndarray:
     """Labels shaped for the loss: ``(n,)`` for 1-D raw scores; for ``(n, K)`` raw scores either

@@ -41,7 +41,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._gbdt import Adapter, ArrayLike, MetricBase, library_version
+from ._gbdt import Adapter, ArrayLike, MetricBase, check_call_form, library_version
 
 __all__ = ["Objective", "SklearnObjective", "Metric", "SklearnMetric"]
 
@@ -98,6 +98,7 @@ class Objective(_LGBAdapter):
     )
 
     def __call__(self, preds: ArrayLike, train_data: Any) -> Tuple[np.ndarray, np.ndarray]:
+        check_call_form(True, train_data, "fastloss.lightgbm.Objective", "SklearnObjective")
         return self._call(train_data.get_label(), preds, train_data.get_weight())
 
 
@@ -117,6 +118,7 @@ class SklearnObjective(_LGBAdapter):
 
     def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, weight: ArrayLike = None
                  ) -> Tuple[np.ndarray, np.ndarray]:
+        check_call_form(False, y_pred, "fastloss.lightgbm.SklearnObjective", "Objective")
         if _third_is_group():
             weight = None
         return self._call(np.asarray(y_true), y_pred, weight)
@@ -130,6 +132,7 @@ class Metric(MetricBase):
     """
 
     def __call__(self, preds: ArrayLike, eval_data: Any) -> Tuple[str, float, bool]:
+        check_call_form(True, eval_data, "fastloss.lightgbm.Metric", "SklearnMetric")
         labels = np.asarray(eval_data.get_label())
         raw, _ = _as_rows(preds, labels.size)
         return self.__name__, self.value(labels, raw, eval_data.get_weight()), False
@@ -143,6 +146,7 @@ class SklearnMetric(MetricBase):
 
     def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, weight: ArrayLike = None
                  ) -> Tuple[str, float, bool]:
+        check_call_form(False, y_pred, "fastloss.lightgbm.SklearnMetric", "Metric")
         labels = np.asarray(y_true)
         raw, _ = _as_rows(y_pred, labels.size)
         return self.__name__, self.value(labels, raw, weight), False

@@ -42,7 +42,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._gbdt import Adapter, ArrayLike, MetricBase, library_version
+from ._gbdt import Adapter, ArrayLike, MetricBase, check_call_form, library_version
 
 __all__ = ["Objective", "SklearnObjective", "Metric", "SklearnMetric"]
 
@@ -116,6 +116,7 @@ class Objective(_XGBAdapter):
     )
 
     def __call__(self, predt: np.ndarray, dtrain: Any) -> Tuple[np.ndarray, np.ndarray]:
+        check_call_form(True, dtrain, "fastloss.xgboost.Objective", "SklearnObjective")
         return self._call(dtrain.get_label(), predt, dtrain.get_weight())
 
 
@@ -148,6 +149,7 @@ class SklearnObjective(_XGBAdapter):
 
     def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike = None
                  ) -> Tuple[np.ndarray, np.ndarray]:
+        check_call_form(False, y_pred, "fastloss.xgboost.SklearnObjective", "Objective")
         if sample_weight is None:
             _check_sklearn_weights(type(self).__name__)
         return self._call(np.asarray(y_true), y_pred, sample_weight)
@@ -168,6 +170,7 @@ class Metric(MetricBase):
     """
 
     def __call__(self, predt: np.ndarray, dmatrix: Any) -> Tuple[str, float]:
+        check_call_form(True, dmatrix, "fastloss.xgboost.Metric", "SklearnMetric")
         labels = dmatrix.get_label()
         return self.__name__, self.value(labels, _unflatten(predt, labels), dmatrix.get_weight())
 
@@ -181,6 +184,7 @@ class SklearnMetric(MetricBase):
 
     def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike = None
                  ) -> float:
+        check_call_form(False, y_pred, "fastloss.xgboost.SklearnMetric", "Metric")
         if sample_weight is None:
             _check_sklearn_weights(type(self).__name__)
         y = np.asarray(y_true)

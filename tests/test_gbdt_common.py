@@ -415,3 +415,24 @@ def test_adapters_ship_to_worker_processes():
         g0, h0 = obj.derivatives(y, P, W)
         np.testing.assert_array_equal(g, g0)
         np.testing.assert_array_equal(h, h0)
+
+
+def test_wrong_call_form_says_which_adapter_to_use():
+    d = FakeDMatrix(Y, W)
+    with pytest.raises(TypeError, match="SklearnObjective"):
+        fxgb.Objective(fastloss.MSE())(Y, P)              # native objective in XGBRegressor
+    with pytest.raises(TypeError, match="use Objective"):
+        fxgb.SklearnObjective(fastloss.MSE())(P, d)       # scikit-learn objective in xgb.train
+    with pytest.raises(TypeError, match="SklearnMetric"):
+        fxgb.Metric(fastloss.MSE())(Y, P)
+    with pytest.raises(TypeError, match="use Metric"):
+        fxgb.SklearnMetric(fastloss.MSE())(P, d)
+    ds = FakeDataset(Y, W)
+    with pytest.raises(TypeError, match="SklearnObjective"):
+        flgb.Objective(fastloss.MSE())(Y, P)
+    with pytest.raises(TypeError, match="use Objective"):
+        flgb.SklearnObjective(fastloss.MSE())(P, ds)
+    with pytest.raises(TypeError, match="SklearnMetric"):
+        flgb.Metric(fastloss.MSE())(Y, P)
+    with pytest.raises(TypeError, match="use Metric"):
+        flgb.SklearnMetric(fastloss.MSE())(P, ds)
