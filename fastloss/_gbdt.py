@@ -130,9 +130,10 @@ class Adapter:
                 f"{cls}: loss must be a fastloss loss with gradient_hessian(), got {loss!r}"
             )
         if getattr(loss, "has_hessian", True) is False:
+            hint = " (use MSE: it has the same minimiser)" if loss_name(loss) == "rmse" else ""
             raise ValueError(
                 f"{cls}: {type(loss).__name__} has no per-sample hessian, so it cannot be a "
-                "boosting objective (use MSE instead of RMSE)"
+                f"boosting objective{hint}"
             )
         if getattr(loss, "from_logits", True) is False:
             raise ValueError(

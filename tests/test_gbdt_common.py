@@ -354,8 +354,11 @@ def test_bad_options_name_themselves(kwargs, match):
 
 
 def test_bad_losses():
-    with pytest.raises(ValueError, match="RMSE"):
+    with pytest.raises(ValueError, match="RMSE has no per-sample hessian.*use MSE"):
         flgb.Objective(fastloss.RMSE())
+    if hasattr(fastloss, "Contrastive"):
+        with pytest.raises(ValueError, match="Contrastive has no per-sample hessian"):
+            fcb.Objective(fastloss.Contrastive())
     with pytest.raises(TypeError, match="gradient_hessian"):
         fcb.Objective("mse")
     probs = NumpyBCE()
