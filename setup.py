@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 PKG = HERE / "fastloss"
 
 # Kernel modules: one per family. A ".pyx.tp" template is rendered to ".pyx" before Cython runs.
-MODULES = ["_core", "_regression", "_embedding"]
+MODULES = ["_core", "_regression", "_embedding", "_binary", "_multiclass"]
 
 
 def _include(name, **namespace):

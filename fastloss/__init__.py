@@ -10,10 +10,15 @@ from ._version import __version__
 from ._threads import get_num_threads, set_num_threads
 from ._registry import get, available
 from ._base import Loss, ElementwiseLoss
+from ._rowwise import RowwiseLoss
 from .regression import (
     MSE, MAE, RMSE, Huber, PseudoHuber, Charbonnier, LogCosh, Quantile, Poisson, Gamma, Tweedie,
 )
 from .embedding import EmbeddingLoss, Contrastive, Triplet, BatchHardTriplet, BatchAllTriplet
+from .classification import (
+    BinaryCrossEntropy, Focal, Hinge, SquaredHinge, CategoricalCrossEntropy, KLDivergence,
+    MulticlassHinge,
+)
 from ._config import show_config
 from .scoring import score_files, ScoreResult
 from . import functional as _functional
@@ -22,10 +27,12 @@ globals().update(_functional._build())
 
 __all__ = [
     "__version__", "get", "available", "get_num_threads", "set_num_threads", "show_config",
-    "Loss", "ElementwiseLoss",
+    "Loss", "ElementwiseLoss", "RowwiseLoss",
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
     "EmbeddingLoss", "Contrastive", "Triplet", "BatchHardTriplet", "BatchAllTriplet",
+    "BinaryCrossEntropy", "Focal", "Hinge", "SquaredHinge", "CategoricalCrossEntropy",
+    "KLDivergence", "MulticlassHinge",
     *available(),
 ]
 __all__ += ["score_files", "ScoreResult"]

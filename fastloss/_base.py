@@ -157,6 +157,14 @@ class ElementwiseLoss(Loss):
         """
         return type(self)._kernel, self._values
 
+    def _kernel_call_for(self, dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
+        """``_kernel_call()`` for a compute dtype; what ``_run`` calls.
+
+        The default ignores ``dtype``. A loss whose scalar arguments depend on it (the
+        probability clip ``eps`` of the classification losses) overrides this instead.
+        """
+        return self._kernel_call()
+
     def _prepare(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike):
         # Fast path (a few hundred ns): unweighted C-contiguous float arrays of one dtype.
         if type(y_pred) is np.ndarray and type(y_true) is np.ndarray and sample_weight is None:
@@ -215,7 +223,7 @@ class ElementwiseLoss(Loss):
         lo = check_out(loss_out, shape, dtype, "loss_out") if store else None
         go = check_out(gradient_out, shape, dtype, "gradient_out") if grad else None
         ho = check_out(hessian_out, shape, dtype, "hessian_out") if hess else None
-        kernel, args = self._kernel_call()
+        kernel, args = self._kernel_call_for(dtype)
         total, flags = kernel(
             flat(yt), flat(yp), empty if w is None else flat(w),
             empty if lo is None else flat(lo), empty if go is None else flat(go),

@@ -13,6 +13,8 @@ Below ``MIN_PER_THREAD`` elements per thread a parallel region costs more than i
 cdef extern from "_omp_compat.h":
     int omp_get_max_threads() noexcept nogil
     int omp_in_parallel() noexcept nogil
+    long fastloss_enter() noexcept nogil
+    void fastloss_leave() noexcept nogil
 
 cdef enum:
     BLOCK = 8192                 # elements per block (a multiple of every SIMD width)

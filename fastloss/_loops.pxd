@@ -20,7 +20,8 @@ from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 
 from fastloss._blocks cimport (
-    BLOCK, CHUNK, n_blocks, threads_for, combine, sum_lanes, variant_code,
+    BLOCK, CHUNK, n_blocks, threads_for, combine, sum_lanes, variant_code, fastloss_enter,
+    fastloss_leave,
 )
 
 ctypedef fused floating:
@@ -152,6 +153,7 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
     cdef int variant = variant_code(want_loss, w != NULL, lo != NULL, go != NULL, ho != NULL)
     cdef Py_ssize_t nb = n_blocks(n, BLOCK), b
     cdef double* part = <double*>array_ptr(partials, "partials", cnp.NPY_DOUBLE, nb, True, True)
+    cdef long active = 0
     cdef int nt = threads_for(n, n_threads)
     cdef double total
     cdef int flags = 0
@@ -165,6 +167,10 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
         free(bad)
         raise MemoryError()
     with nogil:
+        if nt > 1:
+            # share the threads with kernel calls running concurrently (no oversubscription)
+            active = fastloss_enter()
+            nt = threads_for(n, n_threads // <int>active if active > 1 else n_threads)
         if nt == 1:
             # no parallel region at all: even an if(false) one costs a microsecond
             for b in range(nb):
@@ -174,6 +180,8 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
             for b in prange(nb, schedule="static", num_threads=nt):
                 part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
                                           variant, &bad[b], f32, f64, prm)
+        if active > 0:
+            fastloss_leave()
         total = combine(part, nb)
         for b in range(nb):
             flags = flags | bad[b]

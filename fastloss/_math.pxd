@@ -144,3 +144,68 @@ cdef inline double nan_or(double x, double value) noexcept nogil:
 cdef inline double hypot1(double t) noexcept nogil:
     """sqrt(1 + t^2) for |t| <= 1 (no overflow possible there; vectorises, unlike libm hypot)."""
     return sqrt(1.0 + t * t)
+
+
+ctypedef struct Sigmoid:
+    # For a logit z: p = sigmoid(z), q = 1 - p = sigmoid(-z), and their negative logs
+    # nlp = -log p = log1pexp(-z), nlq = -log q = log1pexp(z), each to full relative precision.
+    double p
+    double q
+    double nlp
+    double nlq
+
+
+cdef inline Sigmoid sigmoid2(double z) noexcept nogil:
+    """sigmoid(+-z) and log1pexp(-+z) from one exp(-|z|) and one log1p, never forming 1 - p.
+
+    With e = exp(-|z|) <= 1: the larger of p, q is 1/(1 + e), the smaller e/(1 + e); and
+    log1pexp(x) = max(x, 0) + log1p(e) for x = +-z, a sum of two non-negative terms (no
+    cancellation; the log1p term is exact where the naive log(1 + exp(x)) would round it away).
+    Huge |z| give the exact limits (sigmoid(-1e4) = 0, log1pexp(1e4) = 1e4); NaN gives NaN.
+    """
+    cdef Sigmoid s
+    cdef double e = exp(-fabs(z))
+    cdef double r = 1.0 / (1.0 + e)
+    cdef double l = log1p(e)
+    if z >= 0:
+        s.p = r
+        s.q = e * r
+        s.nlp = l
+        s.nlq = z + l
+    else:
+        s.p = e * r
+        s.q = r
+        s.nlp = l - z
+        s.nlq = l
+    return s
+
+
+cdef inline double xlogx(double x) noexcept nogil:
+    """x log x with 0 log 0 = 0 (NaN for NaN)."""
+    if x == 0.0:
+        return 0.0
+    return x * log(x)
+
+
+cdef inline double clip_unit(double p, double eps) noexcept nogil:
+    """p clipped to [eps, 1 - eps]; NaN stays NaN (the comparisons are false for it)."""
+    if p < eps:
+        return eps
+    if p > 1.0 - eps:
+        return 1.0 - eps
+    return p
+
+
+cdef inline double pow_nonneg(double m, double g) noexcept nogil:
+    """m^g for m >= 0 and g >= 0 (0^0 = 1), vectorisable; exact for g = 0, 1 and 2.
+
+    Elsewhere exp(g log m), with relative error about |g log m| ulp (1e-14 for m = 1e-17, g = 2);
+    m = 0 gives exp(-inf) = 0.
+    """
+    if g == 2.0:
+        return m * m
+    if g == 1.0:
+        return m
+    if g == 0.0:
+        return 1.0
+    return exp(g * log(m))

@@ -31,6 +31,25 @@ static inline int omp_in_parallel(void) { return 0; }
 #define FASTLOSS_SIMD "none"
 #endif
 
+/* Kernel calls running at this moment in this module (from any Python thread). A call shares the
+ * requested threads with the others, so that N callers from another pool do not start N full
+ * OpenMP teams on the same cores. Block boundaries do not depend on it: results are unchanged. */
+static long fastloss_active_calls = 0;
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static inline long fastloss_enter(void) { return _InterlockedIncrement(&fastloss_active_calls); }
+static inline void fastloss_leave(void) { _InterlockedDecrement(&fastloss_active_calls); }
+#else
+static inline long fastloss_enter(void)
+{
+    return __atomic_add_fetch(&fastloss_active_calls, 1, __ATOMIC_RELAXED);
+}
+static inline void fastloss_leave(void)
+{
+    __atomic_sub_fetch(&fastloss_active_calls, 1, __ATOMIC_RELAXED);
+}
+#endif
+
 /* Whether the running CPU has AVX2 and FMA (the instruction sets of the *_avx2 kernel modules). */
 static inline int fastloss_cpu_avx2_fma(void)
 {

@@ -192,3 +192,17 @@ def test_kernels_check_sizes_themselves():
         _regression.huber(np.ones(3), np.ones(4), e, e, e, e, True, 1.0, 1, e, 1.0)
     with pytest.raises(ValueError, match="gradient_out has 2 elements, expected 4"):
         _regression.huber(np.ones(4), np.ones(4), e, e, np.empty(2), e, True, 1.0, 1, e, 1.0)
+
+
+def test_concurrent_callers_get_the_same_bits(rng):
+    """Python threads calling at once (the GIL is released; callers share the threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+    y, p = rng.normal(size=400_000), rng.normal(size=400_000)
+    loss = fastloss.LogCosh()
+    expect = loss.loss_gradient_hessian(y, p, n_threads=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: loss.loss_gradient_hessian(y, p, n_threads=2),
+                                range(8)))
+    for value, g, h in results:
+        assert value.tobytes() == expect[0].tobytes()
+        assert g.tobytes() == expect[1].tobytes() and h.tobytes() == expect[2].tobytes()
