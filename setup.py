@@ -30,6 +30,7 @@ from Cython.Build import cythonize
 from Cython.Tempita import sub as tempita_sub
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
 PKG = HERE / "fastloss"
@@ -68,14 +69,26 @@ def _openmp_flags(kind):
 
 
 def _compiles_with_openmp(compiler, cflags, ldflags):
-    """Try to build and link a tiny OpenMP program with the compiler setuptools will use."""
-    src = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel reduction(+:n)\nn+=1;\nreturn omp_get_max_threads()>0 ? 0 : 1;}\n"
+    """Try to build and link a tiny OpenMP library with the compiler setuptools will use.
+
+    It is linked as a shared object, like the extensions, so that the same linker command and
+    flags are tried (``LDFLAGS`` reaches the shared-object linker only: that is how a libomp
+    outside the default paths is found on macOS, e.g. ``LDFLAGS=-L$(brew --prefix libomp)/lib``).
+    """
+    src = ("#include <omp.h>\nint check_openmp(void){int n=0;\n#pragma omp parallel reduction(+:n)\n"
+           "n+=1;\nreturn omp_get_max_threads()>0 ? n : 0;}\n"
+           "int main(void){return check_openmp()>0 ? 0 : 1;}\n")
     with tempfile.TemporaryDirectory() as tmp:
         c = Path(tmp) / "check_openmp.c"
         c.write_text(src)
         try:
             objs = compiler.compile([str(c)], output_dir=tmp, extra_postargs=cflags)
-            compiler.link_executable(objs, str(Path(tmp) / "check_openmp"), extra_postargs=ldflags)
+            if _compiler_kind(compiler) == "msvc":
+                compiler.link_executable(objs, str(Path(tmp) / "check_openmp"),
+                                         extra_postargs=ldflags)
+            else:
+                compiler.link_shared_object(objs, str(Path(tmp) / "check_openmp.so"),
+                                            extra_postargs=ldflags)
         except Exception:
             return False
     return True
@@ -99,13 +112,33 @@ class BuildExt(build_ext):
             # change results. -ffast-math (or -ffinite-math-only) is never used.
             opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
         extra = shlex.split(os.environ.get("FASTLOSS_CFLAGS", ""))
+        # What was asked of OpenMP, for `fastloss info` to say why a build is serial:
+        # 0 = FASTLOSS_OPENMP=0, 1 = FASTLOSS_OPENMP=1, 2 = unset (used when the compiler has it).
+        request = {"0": 0, "1": 1}.get(want, 2)
         for ext in self.extensions:
+            ext.define_macros = [m for m in ext.define_macros if m[0] != "FASTLOSS_OPENMP_REQUEST"]
+            ext.define_macros.append(("FASTLOSS_OPENMP_REQUEST", str(request)))
             ext.extra_compile_args = opt + (omp_c if use_omp else []) + extra
             ext.extra_link_args = (omp_l if use_omp else []) + [
                 f for f in extra if f.startswith("-fsanitize")
             ]
         print(f"fastloss: building with OpenMP {'on' if use_omp else 'off'}; flags {opt + extra}")
         super().build_extensions()
+
+
+class SDist(sdist):
+    """The sdist ships the templates, never what is rendered or generated from them.
+
+    MANIFEST.in lists the sources (and excludes generated C); this drops every ``X.pyx`` that
+    setup.py renders from an ``X.pyx.tp``, whatever the family.
+    """
+
+    def prune_file_list(self):
+        super().prune_file_list()
+        rendered = {tp.with_suffix("").relative_to(HERE).as_posix() for tp in PKG.glob("*.pyx.tp")}
+        self.filelist.files = [
+            f for f in self.filelist.files if Path(f).as_posix() not in rendered
+        ]
 
 
 def extensions():
@@ -133,4 +166,4 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt, "sdist": SDist})
