@@ -109,8 +109,11 @@ class BuildExt(build_ext):
             opt = ["/O2", "/fp:precise"]
         else:
             # -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not
-            # change results. -ffast-math (or -ffinite-math-only) is never used.
-            opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
+            # change results. -ffast-math (or -ffinite-math-only) is never used. -g0 overrides
+            # Python's -g: debug info would be 80% of a wheel (FASTLOSS_CFLAGS=-g brings it back).
+            # No -march: the build targets the architecture's baseline, so the wheel runs on any
+            # CPU of it (x86-64: SSE2).
+            opt = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
         extra = shlex.split(os.environ.get("FASTLOSS_CFLAGS", ""))
         # What was asked of OpenMP, for `fastloss info` to say why a build is serial:
         # 0 = FASTLOSS_OPENMP=0, 1 = FASTLOSS_OPENMP=1, 2 = unset (used when the compiler has it).
@@ -133,15 +136,28 @@ class SDist(sdist):
     setup.py renders from an ``X.pyx.tp``, whatever the family.
     """
 
-    def prune_file_list(self):
-        super().prune_file_list()
+    def make_release_tree(self, base_dir, files):
         rendered = {tp.with_suffix("").relative_to(HERE).as_posix() for tp in PKG.glob("*.pyx.tp")}
-        self.filelist.files = [
-            f for f in self.filelist.files if Path(f).as_posix() not in rendered
-        ]
+        files = [f for f in files if Path(f).as_posix() not in rendered]
+        super().make_release_tree(base_dir, files)
+
+
+def _metadata_only(argv):
+    """True for the commands that make an sdist or metadata: they need no C, so no Cython run."""
+    args = set(argv[1:])
+    builds = {"build", "build_ext", "bdist_wheel", "bdist", "bdist_egg", "install", "develop",
+              "editable_wheel"}
+    return bool(args & {"sdist", "egg_info", "dist_info"}) and not args & builds
 
 
 def extensions():
+    if _metadata_only(sys.argv):
+        # the sources as they are in git (a template, or a .pyx); the build renders and cythonizes
+        def source(name):
+            tp = f"fastloss/{name}.pyx.tp"
+            return tp if (HERE / tp).exists() else f"fastloss/{name}.pyx"
+
+        return [Extension(f"fastloss.{name}", [source(name)]) for name in MODULES]
     render_templates()
     exts = [
         Extension(
