@@ -14,7 +14,12 @@ FASTLOSS_OPENMP
     OpenMP and fails the build without it. Unset: use OpenMP when the compiler supports it.
 FASTLOSS_CFLAGS
     Extra compiler flags appended after fastloss's own (for example ``-march=native`` for a local
-    build that need not be portable, or sanitizer flags).
+    build that need not be portable, ``-g`` for debug info, or sanitizer flags).
+
+The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply to the OpenMP check as to the
+build: on macOS, ``CPPFLAGS=-I$(brew --prefix libomp)/include LDFLAGS=-L$(brew --prefix libomp)/lib``
+lets Apple clang use Homebrew's libomp. Release wheels are made by cibuildwheel (settings in
+pyproject.toml); ``sdist`` ships the templates, not their rendered ``.pyx`` nor generated C.
 """
 
 import os

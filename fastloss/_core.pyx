@@ -36,7 +36,7 @@ def build_info():
         "openmp_request": int(FASTLOSS_OPENMP_REQUEST),
         "simd_baseline": FASTLOSS_SIMD.decode(),
         "simd_targets": FASTLOSS_SIMD_TARGETS.decode().split(),
-        "compiler": FASTLOSS_COMPILER.decode(),
+        "compiler": " ".join(FASTLOSS_COMPILER.decode().split()),
         "arch": FASTLOSS_ARCH.decode(),
         "block_size": BLOCK,
     }
