@@ -17,9 +17,10 @@ FASTLOSS_CFLAGS
     build that need not be portable, ``-g`` for debug info, or sanitizer flags).
 
 The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply to the OpenMP check as to the
-build: on macOS, ``CPPFLAGS=-I$(brew --prefix libomp)/include LDFLAGS=-L$(brew --prefix libomp)/lib``
-lets Apple clang use Homebrew's libomp. Release wheels are made by cibuildwheel (settings in
-pyproject.toml); ``sdist`` ships the templates, not their rendered ``.pyx`` nor generated C.
+build: on macOS, ``CPPFLAGS=-I$(brew --prefix libomp)/include`` and
+``LDFLAGS=-L$(brew --prefix libomp)/lib`` let Apple clang use Homebrew's libomp. Release wheels
+are made by cibuildwheel (settings in pyproject.toml); ``sdist`` ships the templates, not their
+rendered ``.pyx`` nor generated C.
 """
 
 import os
@@ -80,8 +81,8 @@ def _compiles_with_openmp(compiler, cflags, ldflags):
     flags are tried (``LDFLAGS`` reaches the shared-object linker only: that is how a libomp
     outside the default paths is found on macOS, e.g. ``LDFLAGS=-L$(brew --prefix libomp)/lib``).
     """
-    src = ("#include <omp.h>\nint check_openmp(void){int n=0;\n#pragma omp parallel reduction(+:n)\n"
-           "n+=1;\nreturn omp_get_max_threads()>0 ? n : 0;}\n"
+    src = ("#include <omp.h>\nint check_openmp(void){int n=0;\n"
+           "#pragma omp parallel reduction(+:n)\nn+=1;\nreturn omp_get_max_threads()>0 ? n : 0;}\n"
            "int main(void){return check_openmp()>0 ? 0 : 1;}\n")
     with tempfile.TemporaryDirectory() as tmp:
         c = Path(tmp) / "check_openmp.c"
