@@ -13,17 +13,25 @@ FASTLOSS_OPENMP
     ``0`` builds without OpenMP even where the compiler has it (a serial build); ``1`` requires
     OpenMP and fails the build without it. Unset: use OpenMP when the compiler supports it.
 FASTLOSS_CFLAGS
-    Extra compiler flags appended after fastloss's own (for example ``-march=native`` for a local
-    build that need not be portable, ``-g`` for debug info, or sanitizer flags).
+    Extra compiler flags appended after fastloss's own (for example ``-g`` for debug info, or
+    sanitizer flags).
+FASTLOSS_AVX2
+    ``0`` skips the AVX2 + FMA twin of each kernel module (halves the build time; the portable
+    kernels then always run). Unset: build the twins on x86-64 compilers that accept the flags.
+
+Every kernel module is built twice on x86-64: ``fastloss._<family>`` with portable flags and
+``fastloss._<family>_avx2`` with ``-mavx2 -mfma``; ``fastloss/_dispatch.py`` picks the twin at
+import time when the CPU supports it, so a wheel runs on any x86-64 and fast on a recent one.
 
 The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply to the OpenMP check as to the
 build: on macOS, ``CPPFLAGS=-I$(brew --prefix libomp)/include`` and
 ``LDFLAGS=-L$(brew --prefix libomp)/lib`` let Apple clang use Homebrew's libomp. Release wheels
-are made by cibuildwheel (settings in pyproject.toml); ``sdist`` ships the templates, not their
-rendered ``.pyx`` nor generated C.
+are made by cibuildwheel (settings in pyproject.toml); ``sdist`` ships the templates and sources,
+not what setup.py generates from them (rendered ``.pyx``, AVX2 twins) nor Cython's C.
 """
 
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -42,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 PKG = HERE / "fastloss"
 
 # Kernel modules: one per family. A ".pyx.tp" template is rendered to ".pyx" before Cython runs.
-MODULES = ["_core", "_regression"]
+MODULES = ["_core", "_regression", "_embedding"]
 
 
 def _include(name, **namespace):
@@ -51,14 +59,29 @@ def _include(name, **namespace):
     return tempita_sub(path.read_text(), _template_name=name, include=_include, **namespace)
 
 
-def render_templates():
+def _write_if_changed(path, text):
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def render_sources(twins):
+    """Render every ``.pyx.tp`` to ``.pyx``; write the ``_avx2`` twin sources when asked."""
     for tp in sorted(PKG.glob("*.pyx.tp")):
-        out = tp.with_suffix("")  # drops ".tp"
         text = tempita_sub(tp.read_text(), _template_name=str(tp.name), include=_include)
         header = f"# Generated from {tp.name} by setup.py. Do not edit: edit the template.\n"
-        new = header + text
-        if not out.exists() or out.read_text() != new:
-            out.write_text(new)
+        _write_if_changed(tp.with_suffix(""), header + text)  # drops ".tp"
+    if twins:
+        for name in MODULES:
+            src = PKG / f"{name}.pyx"
+            header = f"# Generated from {src.name} by setup.py: its AVX2 + FMA build.\n"
+            _write_if_changed(PKG / f"{name}_avx2.pyx", header + src.read_text())
+
+
+def _want_twins():
+    if os.environ.get("FASTLOSS_AVX2", "").strip() == "0":
+        return False
+    machine = platform.machine().lower()
+    return machine in ("x86_64", "amd64", "i686", "x86")
 
 
 def _compiler_kind(compiler):
@@ -72,6 +95,18 @@ def _openmp_flags(kind):
         # Apple clang needs libomp (e.g. from Homebrew) and the preprocessor flag.
         return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
     return ["-fopenmp"], ["-fopenmp"]
+
+
+def _accepts(compiler, flags):
+    """Whether the compiler compiles a trivial file with these flags."""
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Path(tmp) / "check_flags.c"
+        c.write_text("int fastloss_check(int x) { return x + 1; }\n")
+        try:
+            compiler.compile([str(c)], output_dir=tmp, extra_postargs=flags)
+        except Exception:
+            return False
+    return True
 
 
 def _compiles_with_openmp(compiler, cflags, ldflags):
@@ -113,38 +148,60 @@ class BuildExt(build_ext):
                 raise RuntimeError("FASTLOSS_OPENMP=1 but the compiler cannot build OpenMP code")
         if kind == "msvc":
             opt = ["/O2", "/fp:precise"]
+            avx2 = ["/arch:AVX2"]
         else:
             # -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not
             # change results. -ffast-math (or -ffinite-math-only) is never used. -g0 overrides
             # Python's -g: debug info would be 80% of a wheel (FASTLOSS_CFLAGS=-g brings it back).
-            # No -march: the build targets the architecture's baseline, so the wheel runs on any
-            # CPU of it (x86-64: SSE2).
+            # No -march: the portable kernels target the architecture's baseline (x86-64: SSE2),
+            # only the *_avx2 twins, chosen at run time, use more.
             opt = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
+            # The element math must be inlined into the kernel loops for them to vectorise;
+            # GCC's default limits stop short of the larger losses (log-cosh, deviances).
+            inline = ["--param", "max-inline-insns-single=1200",
+                      "--param", "large-function-growth=2000",
+                      "--param", "inline-unit-growth=400"]
+            if _accepts(self.compiler, inline):
+                opt += inline
+            avx2 = ["-mavx2", "-mfma"]
         extra = shlex.split(os.environ.get("FASTLOSS_CFLAGS", ""))
+        twins = [e for e in self.extensions if e.name.endswith("_avx2")]
+        if twins and not _accepts(self.compiler, avx2):
+            print("fastloss: the compiler does not accept AVX2 flags; portable kernels only")
+            self.extensions = [e for e in self.extensions if e not in twins]
+            twins = []
         # What was asked of OpenMP, for `fastloss info` to say why a build is serial:
         # 0 = FASTLOSS_OPENMP=0, 1 = FASTLOSS_OPENMP=1, 2 = unset (used when the compiler has it).
         request = {"0": 0, "1": 1}.get(want, 2)
         for ext in self.extensions:
             ext.define_macros = [m for m in ext.define_macros if m[0] != "FASTLOSS_OPENMP_REQUEST"]
             ext.define_macros.append(("FASTLOSS_OPENMP_REQUEST", str(request)))
-            ext.extra_compile_args = opt + (omp_c if use_omp else []) + extra
+            simd = avx2 if ext in twins else []
+            ext.extra_compile_args = opt + simd + (omp_c if use_omp else []) + extra
             ext.extra_link_args = (omp_l if use_omp else []) + [
                 f for f in extra if f.startswith("-fsanitize")
             ]
-        print(f"fastloss: building with OpenMP {'on' if use_omp else 'off'}; flags {opt + extra}")
+        print(f"fastloss: building with OpenMP {'on' if use_omp else 'off'}, "
+              f"{'with' if twins else 'without'} AVX2 twins; flags {opt + extra}")
         super().build_extensions()
 
 
-class SDist(sdist):
-    """The sdist ships the templates, never what is rendered or generated from them.
+def generated_sources():
+    """The .pyx files setup.py writes: rendered templates and the AVX2 twins (paths from HERE)."""
+    out = {tp.with_suffix("").relative_to(HERE).as_posix() for tp in PKG.glob("*.pyx.tp")}
+    return out | {f"fastloss/{name}_avx2.pyx" for name in MODULES}
 
-    MANIFEST.in lists the sources (and excludes generated C); this drops every ``X.pyx`` that
-    setup.py renders from an ``X.pyx.tp``, whatever the family.
+
+class SDist(sdist):
+    """The sdist ships the templates and sources, never what is generated from them.
+
+    MANIFEST.in lists the sources (and excludes Cython's C); this drops every ``.pyx`` that
+    setup.py writes itself (see ``generated_sources``), whatever the family.
     """
 
     def make_release_tree(self, base_dir, files):
-        rendered = {tp.with_suffix("").relative_to(HERE).as_posix() for tp in PKG.glob("*.pyx.tp")}
-        files = [f for f in files if Path(f).as_posix() not in rendered]
+        generated = generated_sources()
+        files = [f for f in files if Path(f).as_posix() not in generated]
         super().make_release_tree(base_dir, files)
 
 
@@ -164,7 +221,9 @@ def extensions():
             return tp if (HERE / tp).exists() else f"fastloss/{name}.pyx"
 
         return [Extension(f"fastloss.{name}", [source(name)]) for name in MODULES]
-    render_templates()
+    twins = _want_twins()
+    render_sources(twins)
+    names = MODULES + ([f"{name}_avx2" for name in MODULES] if twins else [])
     exts = [
         Extension(
             f"fastloss.{name}",
@@ -172,7 +231,7 @@ def extensions():
             include_dirs=[numpy.get_include(), str(PKG)],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
-        for name in MODULES
+        for name in names
     ]
     return cythonize(
         exts,

@@ -13,7 +13,9 @@ from ._base import Loss, ElementwiseLoss
 from .regression import (
     MSE, MAE, RMSE, Huber, PseudoHuber, Charbonnier, LogCosh, Quantile, Poisson, Gamma, Tweedie,
 )
+from .embedding import EmbeddingLoss, Contrastive, Triplet, BatchHardTriplet, BatchAllTriplet
 from ._config import show_config
+from .scoring import score_files, ScoreResult
 from . import functional as _functional
 
 globals().update(_functional._build())
@@ -23,5 +25,7 @@ __all__ = [
     "Loss", "ElementwiseLoss",
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
+    "EmbeddingLoss", "Contrastive", "Triplet", "BatchHardTriplet", "BatchAllTriplet",
     *available(),
 ]
+__all__ += ["score_files", "ScoreResult"]

@@ -29,6 +29,8 @@ from ._validation import (
 
 ArrayLike = Any
 _NO_PARTIALS = np.empty(0, np.float64)
+_F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,13 @@ class ElementwiseLoss(Loss):
         return type(self)._kernel, self._values
 
     def _prepare(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike):
+        # Fast path (a few hundred ns): unweighted C-contiguous float arrays of one dtype.
+        if type(y_pred) is np.ndarray and type(y_true) is np.ndarray and sample_weight is None:
+            dt = y_pred.dtype
+            if ((dt is _F64 or dt is _F32) and y_true.dtype is dt
+                    and y_true.shape == y_pred.shape and y_pred.flags.c_contiguous
+                    and y_true.flags.c_contiguous):
+                return y_true, y_pred, None, dt
         yp = as_array(y_pred, "y_pred")
         yt = as_array(y_true, "y_true")
         check_same_shape(yt, yp)
@@ -173,10 +182,15 @@ class ElementwiseLoss(Loss):
         return yt, yp, w, dtype
 
     def _run(self, y_true, y_pred, sample_weight, reduction, n_threads, *, loss, grad, hess,
-             loss_out=None, gradient_out=None, hessian_out=None, partials=None):
+             loss_out=None, gradient_out=None, hessian_out=None, partials=None,
+             weight_total=None, weight_partials=None):
         """One fused pass. Returns (loss or None, gradient or None, hessian or None).
 
         ``partials`` (float64, one slot per kernel block) receives the block sums of ``w*l``.
+        ``weight_partials`` receives the block sums of ``w`` (when weights are given).
+        ``weight_total``, when given, replaces this call's own ``sum(w)`` (or ``n``) in the
+        ``"mean"`` scaling: the call is then one chunk of a larger array whose total weight it is
+        (blockwise derivatives of a mean, as in :mod:`fastloss.dask`).
         """
         reduction = check_reduction(reduction, self.reductions)
         yt, yp, w, dtype = self._prepare(y_true, y_pred, sample_weight)
@@ -185,13 +199,15 @@ class ElementwiseLoss(Loss):
         n = yp.size
         empty = EMPTY[dtype]
         if w is not None:
-            wsum, negative = _core.weight_sum(flat(w), nt)
+            wsum, negative = _core.weight_sum(flat(w), nt, weight_partials)
             if negative:
                 raise ValueError("sample_weight must be non-negative, got a negative weight")
+            if weight_total is not None:
+                wsum = float(weight_total)
             if reduction == "mean" and wsum == 0 and n > 0:
                 raise ValueError("sample_weight must not sum to 0 with reduction='mean'")
         else:
-            wsum = float(n)
+            wsum = float(n) if weight_total is None else float(weight_total)
         scale = 1.0 / wsum if (reduction == "mean" and wsum > 0) else 1.0
         store = loss and reduction == "none"
         if loss_out is not None and not store:
@@ -217,6 +233,45 @@ class ElementwiseLoss(Loss):
             else:
                 value = dtype.type(total)
         return value, go, ho
+
+    # ------------------------------------------------------------------ chunked reductions
+    def partial_sums(self, y_true: ArrayLike, y_pred: ArrayLike, *,
+                     sample_weight: ArrayLike = None, n_threads: Optional[int] = None):
+        """Per-block float64 sums of ``w*l`` and ``w``, for exact reductions over chunks.
+
+        The kernels cut an array into fixed blocks of ``_core.build_info()["block_size"]``
+        elements and combine the blocks' float64 sums in order. This returns those block sums,
+        so that a caller reading an array in chunks whose lengths are multiples of the block size
+        can concatenate them in order, combine them with ``_core.combine_partials`` and pass the
+        totals to :meth:`reduce_sums`: the result is bit for bit that of one in-memory call.
+        Inputs are validated as in :meth:`loss` (shapes, negative weights, domains).
+
+        Returns
+        -------
+        loss_partials : ndarray of float64, one slot per block
+        weight_partials : ndarray of float64, one slot per block, or None without weights
+        """
+        n = as_array(y_pred, "y_pred").size
+        lp = np.zeros(-(-n // _core.build_info()["block_size"]), np.float64)
+        wp = None if sample_weight is None else np.zeros_like(lp)
+        # Block sums are of w*l whatever the reduction; "mean" is the one every loss allows,
+        # and weight_total=1 keeps a chunk whose weights are all 0 from being refused.
+        self._run(y_true, y_pred, sample_weight, "mean", n_threads, loss=True, grad=False,
+                  hess=False, partials=lp, weight_partials=wp, weight_total=1.0)
+        return lp, wp
+
+    def reduce_sums(self, loss_sum: float, weight_sum: float, reduction: str = "mean",
+                    dtype: Any = np.float64):
+        """The reduced loss from float64 totals ``sum(w*l)`` and ``sum(w)`` (``n`` unweighted).
+
+        What :meth:`loss` returns for ``reduction`` ("mean" or "sum") given those totals, in
+        ``dtype`` (the compute dtype); the counterpart of :meth:`partial_sums`.
+        """
+        reduction = check_reduction(reduction, tuple(r for r in self.reductions if r != "none"))
+        dtype = np.dtype(dtype)
+        if reduction == "mean":
+            return dtype.type(loss_sum / weight_sum if weight_sum > 0 else math.nan)
+        return dtype.type(loss_sum)
 
     def _raise_domain(self, flags: int) -> None:
         which = [("y_true", self.y_true_domain, 1), ("y_pred", self.y_pred_domain, 2)]

@@ -13,10 +13,35 @@ Below ``MIN_PER_THREAD`` elements per thread a parallel region costs more than i
 cdef extern from "_omp_compat.h":
     int omp_get_max_threads() noexcept nogil
     int omp_in_parallel() noexcept nogil
+    long fastloss_enter() noexcept nogil
+    void fastloss_leave() noexcept nogil
 
 cdef enum:
     BLOCK = 8192                 # elements per block (a multiple of every SIMD width)
+    CHUNK = 512                  # elements per stack buffer inside a block (fits in L1)
     MIN_PER_THREAD = 65536       # elements a thread must get before another thread is started
+
+
+cdef inline double sum_lanes(const double* b, Py_ssize_t m) noexcept nogil:
+    """Sum ``b[0:m]`` over 4 interleaved lanes, in a fixed order.
+
+    A single running sum is a serial dependency the compiler may not reorder (that would need
+    -ffast-math), which keeps the whole loop around it scalar. The kernels therefore write each
+    chunk's terms to a small buffer in a vectorised loop and sum it here: the order depends only
+    on the element index, so the result is the same for any thread count and any run.
+    """
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t j = 0
+    while j + 4 <= m:
+        s0 += b[j]
+        s1 += b[j + 1]
+        s2 += b[j + 2]
+        s3 += b[j + 3]
+        j += 4
+    while j < m:
+        s0 += b[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 cdef inline Py_ssize_t n_blocks(Py_ssize_t n, Py_ssize_t block) noexcept nogil:

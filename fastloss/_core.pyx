@@ -17,6 +17,7 @@ cdef extern from "_omp_compat.h":
     const char* FASTLOSS_SIMD
     const char* FASTLOSS_SIMD_TARGETS
     const char* FASTLOSS_COMPILER
+    int fastloss_cpu_avx2_fma() noexcept nogil
     const char* FASTLOSS_ARCH
     int FASTLOSS_OPENMP_REQUEST
 
@@ -40,6 +41,11 @@ def build_info():
         "arch": FASTLOSS_ARCH.decode(),
         "block_size": BLOCK,
     }
+
+
+def cpu_has_avx2_fma():
+    """Whether the running CPU can execute the ``*_avx2`` kernel modules."""
+    return bool(fastloss_cpu_avx2_fma())
 
 
 def openmp_runtime():
@@ -110,3 +116,66 @@ def weight_sum(const floating[::1] w, int n_threads, double[::1] partials=None):
         free(part)
     free(bad)
     return total, negative
+
+
+cdef void _probe_block(const floating* a, const floating* b, floating* c, floating* d,
+                       Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(start, stop):
+        c[i] = a[i] + b[i]
+        d[i] = a[i] - b[i]
+
+
+def stream_probe(const floating[::1] a, const floating[::1] b, floating[::1] c,
+                 floating[::1] d, int n_threads):
+    """Memory-bandwidth probe: read two arrays and write two, with no real arithmetic.
+
+    It moves the same bytes as a fused loss + gradient + hessian call with the same blocks and
+    threads, so its time is the floor such a call can reach on this machine.
+    """
+    cdef Py_ssize_t n = a.shape[0], nb, bk
+    if b.shape[0] != n or c.shape[0] != n or d.shape[0] != n:
+        raise ValueError("stream_probe needs four arrays of one length")
+    if n == 0:
+        return
+    nb = n_blocks(n, BLOCK)
+    cdef int nt = threads_for(n, n_threads)
+    with nogil:
+        for bk in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _probe_block(&a[0], &b[0], &c[0], &d[0], bk * BLOCK, min(bk * BLOCK + BLOCK, n))
+
+
+cdef extern from "_vmath.h":
+    double fl_exp(double) noexcept nogil
+    double fl_expm1(double) noexcept nogil
+    double fl_log(double) noexcept nogil
+    double fl_log1p(double) noexcept nogil
+    double fl_tanh(double) noexcept nogil
+
+
+def vmath_eval(str name, const double[::1] x, double[::1] out):
+    """Evaluate one of fastloss's vectorizable elementary functions over ``x`` (for tests)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    if out.shape[0] != n:
+        raise ValueError("out must have the length of x")
+    cdef int which
+    try:
+        which = ["exp", "expm1", "log", "log1p", "tanh"].index(name)
+    except ValueError:
+        raise ValueError(f"unknown function {name!r}") from None
+    with nogil:
+        if which == 0:
+            for i in range(n):
+                out[i] = fl_exp(x[i])
+        elif which == 1:
+            for i in range(n):
+                out[i] = fl_expm1(x[i])
+        elif which == 2:
+            for i in range(n):
+                out[i] = fl_log(x[i])
+        elif which == 3:
+            for i in range(n):
+                out[i] = fl_log1p(x[i])
+        else:
+            for i in range(n):
+                out[i] = fl_tanh(x[i])

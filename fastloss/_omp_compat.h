@@ -108,6 +108,37 @@ static inline int omp_in_parallel(void) { return 0; }
 
 #define FASTLOSS_STR_(x) #x
 #define FASTLOSS_STR(x) FASTLOSS_STR_(x)
+
+/* Kernel calls running at this moment in this module (from any Python thread). A call shares the
+ * requested threads with the others, so that N callers from another pool do not start N full
+ * OpenMP teams on the same cores. Block boundaries do not depend on it: results are unchanged. */
+static long fastloss_active_calls = 0;
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static inline long fastloss_enter(void) { return _InterlockedIncrement(&fastloss_active_calls); }
+static inline void fastloss_leave(void) { _InterlockedDecrement(&fastloss_active_calls); }
+#else
+static inline long fastloss_enter(void)
+{
+    return __atomic_add_fetch(&fastloss_active_calls, 1, __ATOMIC_RELAXED);
+}
+static inline void fastloss_leave(void)
+{
+    __atomic_sub_fetch(&fastloss_active_calls, 1, __ATOMIC_RELAXED);
+}
+#endif
+
+/* Whether the running CPU has AVX2 and FMA (the instruction sets of the *_avx2 kernel modules). */
+static inline int fastloss_cpu_avx2_fma(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 #if defined(__clang__)
 #define FASTLOSS_COMPILER "clang " __clang_version__
 #elif defined(__GNUC__)

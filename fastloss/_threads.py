@@ -8,6 +8,7 @@ from typing import Optional
 from . import _core
 
 _override: Optional[int] = None
+_OPENMP = bool(_core.build_info()["openmp"])
 
 
 def _usable_cpus() -> int:
@@ -15,6 +16,10 @@ def _usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+# The CPUs this process may use, read once (a system call): every kernel call needs it.
+_CPUS = _usable_cpus()
 
 
 def get_num_threads() -> int:
@@ -37,9 +42,10 @@ def get_num_threads() -> int:
     """
     if _override is not None:
         return _override
-    if not _core.build_info()["openmp"]:
+    if not _OPENMP:
         return 1
-    return max(1, min(_core.omp_max_threads(), _usable_cpus()))
+    n = _core.omp_max_threads()
+    return n if n < _CPUS else _CPUS
 
 
 def set_num_threads(n_threads: Optional[int]) -> None:
@@ -76,4 +82,6 @@ def check_n_threads(n_threads: object) -> int:
 def resolve_n_threads(n_threads: Optional[int]) -> int:
     if n_threads is None:
         return get_num_threads()
+    if type(n_threads) is int and n_threads > 0:
+        return n_threads
     return check_n_threads(n_threads)

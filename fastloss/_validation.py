@@ -26,8 +26,7 @@ def as_array(x: Any, name: str) -> np.ndarray:
     if x is None:
         raise TypeError(f"{name} must be an array-like of numbers, got None")
     arr = x if type(x) is np.ndarray else np.asarray(x)
-    kind = arr.dtype.kind
-    if kind not in "fiub":
+    if arr.dtype.kind not in "fiub":
         raise TypeError(
             f"{name} must hold real numbers (float, int or bool), got dtype {arr.dtype}"
         )
@@ -51,7 +50,7 @@ def as_compute(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def check_reduction(reduction: Any, allowed: tuple = REDUCTIONS) -> str:
-    if reduction not in allowed:
+    if reduction not in allowed or type(reduction) is not str:
         raise ValueError(
             f"reduction must be one of {', '.join(map(repr, allowed))}, got {reduction!r}"
         )
@@ -86,4 +85,4 @@ def check_out(out: Optional[Any], shape: tuple, dtype: np.dtype, name: str) -> n
 
 def flat(arr: np.ndarray) -> np.ndarray:
     """1-D view of a C-contiguous array (no copy)."""
-    return arr.reshape(-1)
+    return arr if arr.ndim == 1 else arr.reshape(-1)

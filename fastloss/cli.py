@@ -15,6 +15,7 @@ from typing import List, Optional
 SUBCOMMANDS = {
     "bench": "fastloss._bench",
     "info": "fastloss._config",
+    "score": "fastloss.scoring",
 }
 
 

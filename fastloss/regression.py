@@ -13,9 +13,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _regression
+from ._dispatch import kernel_module
 from ._base import ArrayLike, ElementwiseLoss, Param
 from ._registry import register
+
+_regression = kernel_module("_regression")
 
 __all__ = [
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
@@ -159,6 +161,11 @@ class RMSE(ElementwiseLoss):
         rmse = math.sqrt(mse)
         g *= (0.5 / rmse) if rmse > 0 else 0.0
         return type(mse)(rmse), g
+
+    def reduce_sums(self, loss_sum, weight_sum, reduction="mean", dtype=np.float64):
+        """The root of the mean from the totals of :meth:`partial_sums` (squared errors)."""
+        mse = super().reduce_sums(loss_sum, weight_sum, reduction, dtype)
+        return type(mse)(math.sqrt(mse))
 
     def baseline(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None) -> float:
         """The weighted mean of ``y_true``."""
@@ -396,6 +403,14 @@ class Tweedie(_LogLinkBaselineMixin, ElementwiseLoss):
 
     def __init__(self, power: float = 1.5) -> None:
         super().__init__(power=power)
+
+    def _kernel_call(self):
+        # powers 0, 1 and 2 have closed forms of their own (exact, and cheaper)
+        special = {0.0: _regression.tweedie0_deviance, 1.0: _regression.poisson_deviance,
+                   2.0: _regression.gamma_deviance}
+        if self.power in special:
+            return special[self.power], ()
+        return _regression.tweedie_deviance, (self.power,)
 
     @property
     def y_true_domain(self) -> str:  # type: ignore[override]

@@ -141,12 +141,23 @@ def _compiled_modules(names) -> list:
             and n.split("/")[0] == "fastloss"]
 
 
-def _expected_extensions(src: Path) -> set:
-    """Every compiled module the sources define: each *.pyx and each *.pyx.tp template."""
+def _expected_extensions(src: Path, twins: bool = False) -> set:
+    """Every compiled module the sources define: each *.pyx and each *.pyx.tp template, and,
+    with ``twins``, the AVX2 + FMA twin of each (built on x86-64)."""
     pkg = src / "fastloss"
     stems = {p.name[: -len(".pyx.tp")] for p in pkg.glob("*.pyx.tp")}
     stems |= {p.name[: -len(".pyx")] for p in pkg.glob("*.pyx")}
-    return stems
+    stems = {s for s in stems if not s.endswith("_avx2")}
+    return stems | ({f"{s}_avx2" for s in stems} if twins else set())
+
+
+def _is_twin(path) -> bool:
+    return Path(path).name.split(".")[0].endswith("_avx2")
+
+
+def _builds_twins() -> bool:
+    """Whether a build on this machine makes the AVX2 twins (see setup.py)."""
+    return _machine() == "x86_64" and os.environ.get("FASTLOSS_AVX2", "").strip() != "0"
 
 
 def _machine() -> str:
@@ -418,6 +429,20 @@ def test_info_agrees_with_the_package():
         assert c["simd_baseline"] in c["simd_targets"]
     if c["arch"] == "x86_64":
         assert "SSE2" in c["simd_targets"]  # the x86-64 baseline
+    # the SIMD path: the twin runs exactly when it was built and this CPU can run it
+    from fastloss import _dispatch
+
+    assert c["simd_twin"] == (importlib.util.find_spec("fastloss._core_avx2") is not None)
+    assert c["cpu_avx2_fma"] == _core.cpu_has_avx2_fma()
+    path = _dispatch.simd_path()
+    assert c["simd_path"].split()[0] == path
+    if path == "avx2":
+        assert c["simd_twin"] and c["cpu_avx2_fma"]
+        assert {"AVX2", "FMA"} <= set(c["simd_path_targets"])
+    else:
+        assert c["simd_path_targets"] == c["simd_targets"]
+    if os.environ.get("FASTLOSS_SIMD", "auto") in ("", "auto"):
+        assert path == ("avx2" if c["simd_twin"] and c["cpu_avx2_fma"] else "baseline")
 
 
 def test_info_threads_follow_the_setting():
@@ -451,7 +476,8 @@ def test_info_names_the_openmp_runtime_really_loaded():
 
 @on_linux
 def test_info_simd_targets_match_the_machine_code():
-    """A build that says it targets no AVX contains no AVX instruction (portable x86-64)."""
+    """Portable kernels that say they target no AVX contain no AVX instruction; the AVX2 twins
+    that are reported built exist and do use AVX registers."""
     c = _config.config()
     if c["arch"] != "x86_64" or shutil.which("objdump") is None:
         pytest.skip("needs x86-64 and objdump")
@@ -459,11 +485,16 @@ def test_info_simd_targets_match_the_machine_code():
 
     pkg = Path(_core.__file__).parent
     mods = sorted({m for suffix in EXTENSION_SUFFIXES for m in pkg.glob("*" + suffix)})
-    assert Path(_core.__file__) in mods
-    if any(t.startswith("AVX") for t in c["simd_targets"]):
-        pytest.skip(f"this build targets {c['simd_targets']}: nothing to check")
-    for so in mods:
-        assert not _uses_wide_simd(so), f"{so.name} uses AVX registers, reports {c['simd_targets']}"
+    portable = [m for m in mods if not _is_twin(m)]
+    twins = [m for m in mods if _is_twin(m)]
+    assert Path(_core.__file__) in portable
+    assert bool(twins) == c["simd_twin"]
+    if not any(t.startswith("AVX") for t in c["simd_targets"]):
+        for so in portable:
+            assert not _uses_wide_simd(so), f"{so.name} uses AVX, reports {c['simd_targets']}"
+    if twins:
+        assert {m.name.replace("_avx2", "") for m in twins} == {m.name for m in portable}
+        assert all(_uses_wide_simd(so) for so in twins)
 
 
 def test_info_command_line():
@@ -721,7 +752,7 @@ def test_sdist_holds_sources_not_generated_code(built):
     assert not [n for n in names if n.startswith((".ci/", ".github/", "build/"))]
     # the build from it really compiled everything again (Cython ran)
     assert "Building wheel from sdist" in built["log"] or "from sdist" in built["log"]
-    for stem in sorted(_expected_extensions(built["src"])):
+    for stem in sorted(_expected_extensions(built["src"], twins=_builds_twins())):
         assert f"fastloss/{stem}.pyx" in built["log"] or f"fastloss/{stem}.c" in built["log"], stem
     # metadata
     assert f"Version: {fastloss.__version__}" in meta
@@ -735,7 +766,7 @@ def test_wheel_holds_compiled_modules_not_sources(built):
         names = zf.namelist()
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     compiled = {Path(n).name.split(".")[0] for n in _compiled_modules(names)}
-    assert compiled == _expected_extensions(built["src"])
+    assert compiled == _expected_extensions(built["src"], twins=_builds_twins())
     assert "fastloss/py.typed" in names and "fastloss/_core.pyi" in names
     sources = [n for n in names if re.search(r"\.(pyx|pxd|tp|tpi|c|h|cpp)$", n)]
     assert sources == [], "the wheel ships no source the installed package does not need"
@@ -782,16 +813,62 @@ def test_auditwheel_bundles_the_openmp_runtime(built, repaired):
 
 @heavy
 @on_linux
-def test_wheel_code_runs_on_any_x86_64(repaired):
+def test_wheel_portable_kernels_use_the_x86_64_baseline(repaired):
     if _machine() != "x86_64" or shutil.which("objdump") is None:
         pytest.skip("x86-64 with objdump only")
     unpacked = repaired["wheel"].parent / "objdump"
     with zipfile.ZipFile(repaired["wheel"]) as zf:
         zf.extractall(unpacked)
         mods = _compiled_modules(zf.namelist())
-    assert mods
-    for so in mods:
+    portable = [m for m in mods if not _is_twin(m)]
+    twins = [m for m in mods if _is_twin(m)]
+    assert portable and len(twins) == len(portable)
+    for so in portable:
         assert not _uses_wide_simd(unpacked / so), f"{so} uses AVX: not the x86-64 baseline"
+    for so in twins:  # the twins, chosen at run time, are the ones with AVX2
+        assert _uses_wide_simd(unpacked / so), so
+
+
+OLD_CPU_CHECK = r"""
+import json, os, sys
+import numpy as np
+import fastloss
+from fastloss import _config
+c = _config.config()
+x = np.linspace(-3.0, 3.0, 300_001)
+value = float(fastloss.get("log_cosh").loss(x, x[::-1].copy(), n_threads=2))
+print(json.dumps({"file": fastloss.__file__, "simd_path": c["simd_path"], "value": value,
+                  "cpu_avx2_fma": c["cpu_avx2_fma"], "cpu_simd": c["cpu_simd"],
+                  "twins_loaded": sorted(m for m in sys.modules if m.endswith("_avx2"))}))
+"""
+
+
+@heavy
+@on_linux
+def test_wheel_runs_on_a_cpu_without_avx(venv):
+    """The installed wheel on an emulated Nehalem (SSE4.2, no AVX): it imports, runs the portable
+    kernels and gives the same value as the baseline path on this machine. The emulation is
+    real: the AVX2 twin, imported there on purpose, dies of an illegal instruction."""
+    if _machine() != "x86_64":
+        pytest.skip("x86-64 only")
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        if os.environ.get("FASTLOSS_REQUIRE_QEMU") == "1":
+            pytest.fail("qemu-x86_64 is missing (.ci/run installs Debian's qemu-user)")
+        pytest.skip("needs qemu-x86_64 (Debian's qemu-user)")
+    py, env = venv["python"], _clean_env()
+    old = _run([qemu, "-cpu", "Nehalem", py, "-c", OLD_CPU_CHECK], env=env, cwd=venv["work"])
+    old = json.loads(old.stdout.strip().splitlines()[-1])
+    assert Path(old["file"]).resolve().is_relative_to(venv["dir"].resolve())
+    assert old["cpu_avx2_fma"] is False and "AVX" not in old["cpu_simd"]
+    assert old["simd_path"] == "baseline (SSE2)" and old["twins_loaded"] == []
+    here = _run([py, "-c", OLD_CPU_CHECK], env=_clean_env(FASTLOSS_SIMD="baseline"),
+                cwd=venv["work"])
+    assert json.loads(here.stdout.strip().splitlines()[-1])["value"] == old["value"]
+    # control: the twin cannot run on that CPU, so the dispatch is what keeps the wheel working
+    twin = _run([qemu, "-cpu", "Nehalem", py, "-c", "import fastloss._core_avx2"], env=env,
+                cwd=venv["work"], check=False)
+    assert twin.returncode != 0 and "Illegal instruction" in twin.stdout, twin.stdout[-2000:]
 
 
 @heavy
@@ -817,6 +894,9 @@ def test_wheel_installs_in_a_fresh_venv_and_reports_the_truth(venv):
     assert c["default_threads"] == (min(usable, int(omp_env)) if omp_env.isdigit() else usable)
     if c["arch"] == "x86_64":
         assert c["simd_targets"] == ["SSE", "SSE2"] and c["simd_baseline"] == "SSE2"
+        assert c["simd_twin"] is True
+        if c["cpu_avx2_fma"]:
+            assert c["simd_path"] == "avx2 (AVX2)"
     assert c["compiler"].startswith(("gcc ", "clang "))
     # the console script is installed and says the same
     out = _run([venv["bin"] / "fastloss", "info"], env=_clean_env(), cwd=venv["work"]).stdout
@@ -923,18 +1003,21 @@ def test_serial_build_passes_the_suite(serial, venv):
 def test_serial_and_openmp_builds_give_identical_results(serial, venv):
     script = venv["work"] / "fingerprint.py"
     script.write_text(FINGERPRINT)
-    omp_out, ser_out = venv["work"] / "omp.npz", venv["work"] / "serial.npz"
-    _run([venv["python"], script, omp_out], env=_clean_env(), cwd=venv["work"])
-    _run([venv["python"], script, ser_out], env=_clean_env(PYTHONPATH=str(serial["site"])),
-         cwd=venv["work"])
-    rep_omp = json.loads(Path(str(omp_out) + ".json").read_text())
-    rep_ser = json.loads(Path(str(ser_out) + ".json").read_text())
-    assert rep_omp == rep_ser, "the builds accept and refuse the same calls"
-    a, b = np.load(omp_out), np.load(ser_out)
-    assert sorted(a.files) == sorted(b.files)
-    for k in a.files:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs between the OpenMP and serial builds"
-    compared = {k.split("/")[0] for k in a.files}
-    assert {"mse", "huber", "poisson", "tweedie"} <= compared
-    assert len(a.files) > 50
+    paths = ["baseline"] + (["avx2"] if _core.cpu_has_avx2_fma() and _builds_twins() else [])
+    for path in paths:  # each SIMD path of the kernels, in both builds
+        omp_out, ser_out = venv["work"] / f"omp-{path}.npz", venv["work"] / f"serial-{path}.npz"
+        _run([venv["python"], script, omp_out], env=_clean_env(FASTLOSS_SIMD=path),
+             cwd=venv["work"])
+        _run([venv["python"], script, ser_out],
+             env=_clean_env(FASTLOSS_SIMD=path, PYTHONPATH=str(serial["site"])), cwd=venv["work"])
+        rep_omp = json.loads(Path(str(omp_out) + ".json").read_text())
+        rep_ser = json.loads(Path(str(ser_out) + ".json").read_text())
+        assert rep_omp == rep_ser, "the builds accept and refuse the same calls"
+        a, b = np.load(omp_out), np.load(ser_out)
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+            assert a[k].tobytes() == b[k].tobytes(), f"{k} differs (OpenMP vs serial, {path})"
+        compared = {k.split("/")[0] for k in a.files}
+        assert {"mse", "huber", "poisson", "tweedie"} <= compared
+        assert len(a.files) > 50

@@ -1,0 +1,191 @@
+# cython: language_level=3
+"""The one loop of every element-wise kernel, written once for float32 and float64.
+
+A kernel is split in two phases per chunk of ``CHUNK`` elements (see ``_blocks.pxd`` for blocks):
+
+1. the loss's *eval* function (generated per loss from ``_elementwise.tpi``) computes, in float64,
+   the per-element loss and/or first and second derivatives of the chunk into stack buffers.
+   Only 5 kinds exist (L, G, LG, GH, LGH), so each loss has 5 heavy loops per dtype, each
+   vectorised by the compiler with the element math inlined;
+2. this module applies weights and the reduction scale, stores the outputs in the compute dtype
+   and sums the loss (``sum_lanes``), in small loops that are the same for every loss.
+
+The eval function is called through a pointer once per chunk (a few ns per 512 elements), which
+is what lets this loop, the threading and the reduction exist once instead of once per loss.
+"""
+
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+
+cimport numpy as cnp
+
+from fastloss._blocks cimport (
+    BLOCK, CHUNK, n_blocks, threads_for, combine, sum_lanes, variant_code, fastloss_enter,
+    fastloss_leave,
+)
+
+ctypedef fused floating:
+    float
+    double
+
+# eval(y, p, m, kind, L, G, H, flag, params): fill L/G/H[0:m] for elements y[0:m], p[0:m];
+# kind bits: 1 loss, 2 gradient, 4 hessian; OR domain-flag bits into flag[0].
+ctypedef void (*eval_f32_t)(const float* y, const float* p, Py_ssize_t m, int kind,
+                            double* L, double* G, double* H, char* flag,
+                            const double* prm) noexcept nogil
+ctypedef void (*eval_f64_t)(const double* y, const double* p, Py_ssize_t m, int kind,
+                            double* L, double* G, double* H, char* flag,
+                            const double* prm) noexcept nogil
+
+
+cdef inline double run_block(const floating* y, const floating* p, const floating* w,
+                             floating* lo, floating* go, floating* ho, double scale,
+                             Py_ssize_t start, Py_ssize_t stop, int variant, char* bad,
+                             eval_f32_t f32, eval_f64_t f64, const double* prm) noexcept nogil:
+    cdef double Lb[CHUNK]
+    cdef double Gb[CHUNK]
+    cdef double Hb[CHUNK]
+    cdef bint want_l = variant & 1, store = variant & 2, weighted = variant & 16
+    cdef int kind = (want_l or store) | ((variant >> 1) & 6)   # L | G(4>>1=2) | H(8>>1=4)
+    cdef double acc = 0.0
+    cdef char flag = 0
+    cdef Py_ssize_t c0 = start, m, i
+    while c0 < stop:
+        m = stop - c0 if stop - c0 < CHUNK else CHUNK
+        if floating is float:
+            f32(y + c0, p + c0, m, kind, Lb, Gb, Hb, &flag, prm)
+        else:
+            f64(y + c0, p + c0, m, kind, Lb, Gb, Hb, &flag, prm)
+        if kind & 1:
+            if store:
+                if weighted:
+                    for i in range(m):
+                        lo[c0 + i] = <floating>(w[c0 + i] * Lb[i])
+                else:
+                    for i in range(m):
+                        lo[c0 + i] = <floating>Lb[i]
+            else:
+                if weighted:
+                    for i in range(m):
+                        Lb[i] = w[c0 + i] * Lb[i]
+                acc += sum_lanes(Lb, m)
+        if kind & 2:
+            if weighted:
+                for i in range(m):
+                    go[c0 + i] = <floating>(scale * w[c0 + i] * Gb[i])
+            else:
+                for i in range(m):
+                    go[c0 + i] = <floating>(scale * Gb[i])
+        if kind & 4:
+            if weighted:
+                for i in range(m):
+                    ho[c0 + i] = <floating>(scale * w[c0 + i] * Hb[i])
+            else:
+                for i in range(m):
+                    ho[c0 + i] = <floating>(scale * Hb[i])
+        c0 += m
+    bad[0] = flag
+    return acc
+
+
+cdef inline double run_typed_block(int typenum, void* yt, void* yp, void* w, void* lo,
+                                   void* go, void* ho, double scale, Py_ssize_t b, Py_ssize_t n,
+                                   int variant, char* bad, eval_f32_t f32, eval_f64_t f64,
+                                   const double* prm) noexcept nogil:
+    """Block ``b`` of ``n`` elements, for the dtype ``typenum`` (float64 or float32)."""
+    cdef Py_ssize_t start = b * BLOCK
+    cdef Py_ssize_t stop = start + BLOCK if start + BLOCK < n else n
+    if typenum == cnp.NPY_DOUBLE:
+        return run_block(<const double*>yt, <const double*>yp, <const double*>w, <double*>lo,
+                         <double*>go, <double*>ho, scale, start, stop, variant, bad, f32, f64,
+                         prm)
+    return run_block(<const float*>yt, <const float*>yp, <const float*>w, <float*>lo,
+                     <float*>go, <float*>ho, scale, start, stop, variant, bad, f32, f64, prm)
+
+
+cdef inline void* array_ptr(object arr, str name, int typenum, Py_ssize_t n,
+                            bint allow_empty, bint writeable) except? NULL:
+    """Data pointer of a 1-D C-contiguous array of ``typenum`` with ``n`` elements (or 0 when
+    ``allow_empty``; then NULL). Checking the buffer here, with the NumPy C API, costs a few
+    tens of ns where acquiring a typed memoryview costs about a microsecond."""
+    if not cnp.PyArray_Check(arr):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(arr).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>arr
+    if cnp.PyArray_NDIM(a) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{name} must be 1-D and C-contiguous")
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise ValueError(f"{name} has dtype {a.dtype}, expected {cnp.PyArray_DescrFromType(typenum)}")
+    cdef Py_ssize_t size = cnp.PyArray_DIM(a, 0)
+    if size == 0 and allow_empty:
+        return NULL
+    if size != n:
+        raise ValueError(f"{name} has {size} elements, expected {n}"
+                         + (" (or none)" if allow_empty else ""))
+    if writeable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{name} must be writeable")
+    return cnp.PyArray_DATA(a)
+
+
+cdef inline object run_elementwise(object y_true, object y_pred, object sample_weight,
+                                   object loss_out, object gradient_out, object hessian_out,
+                                   bint want_loss, double scale, int n_threads, object partials,
+                                   eval_f32_t f32, eval_f64_t f64, const double* prm):
+    """Check the arrays, pick the variant, run the blocks in parallel, combine in order.
+
+    All arrays are 1-D C-contiguous of one float dtype (float32 or float64, that of ``y_pred``);
+    empty optional arrays mean "none"; ``partials`` is float64 with one slot per block, or empty.
+    Returns ``(sum of w*l, domain flags)`` (see ``_elementwise.tpi``).
+    """
+    if not cnp.PyArray_Check(y_pred):
+        raise TypeError(f"y_pred must be a numpy.ndarray, got {type(y_pred).__name__}")
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>y_pred)
+    if typenum != cnp.NPY_DOUBLE and typenum != cnp.NPY_FLOAT:
+        raise ValueError(f"y_pred must be float32 or float64, got {y_pred.dtype}")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>y_pred)
+    cdef void* yp = array_ptr(y_pred, "y_pred", typenum, n, False, False)
+    cdef void* yt = array_ptr(y_true, "y_true", typenum, n, False, False)
+    cdef void* w = array_ptr(sample_weight, "sample_weight", typenum, n, True, False)
+    cdef void* lo = array_ptr(loss_out, "loss_out", typenum, n, True, True)
+    cdef void* go = array_ptr(gradient_out, "gradient_out", typenum, n, True, True)
+    cdef void* ho = array_ptr(hessian_out, "hessian_out", typenum, n, True, True)
+    if n == 0:
+        return 0.0, 0
+    cdef int variant = variant_code(want_loss, w != NULL, lo != NULL, go != NULL, ho != NULL)
+    cdef Py_ssize_t nb = n_blocks(n, BLOCK), b
+    cdef double* part = <double*>array_ptr(partials, "partials", cnp.NPY_DOUBLE, nb, True, True)
+    cdef long active = 0
+    cdef int nt = threads_for(n, n_threads)
+    cdef double total
+    cdef int flags = 0
+    cdef bint own = part == NULL
+    if own:
+        part = <double*>malloc(nb * sizeof(double))
+    cdef char* bad = <char*>malloc(nb * sizeof(char))
+    if part == NULL or bad == NULL:
+        if own:
+            free(part)
+        free(bad)
+        raise MemoryError()
+    with nogil:
+        if nt > 1:
+            # share the threads with kernel calls running concurrently (no oversubscription)
+            active = fastloss_enter()
+            nt = threads_for(n, n_threads // <int>active if active > 1 else n_threads)
+        if nt == 1:
+            # no parallel region at all: even an if(false) one costs a microsecond
+            for b in range(nb):
+                part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
+                                          variant, &bad[b], f32, f64, prm)
+        else:
+            for b in prange(nb, schedule="static", num_threads=nt):
+                part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
+                                          variant, &bad[b], f32, f64, prm)
+        if active > 0:
+            fastloss_leave()
+        total = combine(part, nb)
+        for b in range(nb):
+            flags = flags | bad[b]
+    if own:
+        free(part)
+    free(bad)
+    return total, flags

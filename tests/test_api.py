@@ -1,0 +1,208 @@
+"""The public API around the kernels: objects, registry, shortcuts, threads, bad input."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import fastloss
+
+ELEMENTWISE = [fastloss.get(name) for name in ("mse", "mae", "huber", "pseudo_huber",
+                                                 "charbonnier", "log_cosh", "quantile",
+                                                 "poisson", "gamma", "tweedie")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Objects and registry
+# ---------------------------------------------------------------------------------------------
+
+def test_registry_round_trip():
+    names = fastloss.available()
+    assert {"mse", "mae", "rmse", "huber", "pseudo_huber", "charbonnier", "log_cosh",
+            "quantile", "poisson", "gamma", "tweedie"} <= set(names)
+    assert fastloss.get("huber", delta=2.0) == fastloss.Huber(delta=2.0)
+    assert fastloss.get("pinball", quantile=0.2) == fastloss.Quantile(0.2)
+    with pytest.raises(ValueError, match="unknown loss 'hubber'"):
+        fastloss.get("hubber")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'delt'"):
+        fastloss.get("huber", delt=1.0)
+
+
+@pytest.mark.parametrize("name", fastloss.available())
+def test_objects_are_immutable_picklable_and_readable(name):
+    loss = fastloss.get(name)
+    clone = pickle.loads(pickle.dumps(loss))
+    assert clone == loss and hash(clone) == hash(loss)
+    assert type(clone) is type(loss)
+    assert repr(loss).startswith(type(loss).__name__ + "(")
+    assert eval(repr(loss), vars(fastloss)) == loss
+    with pytest.raises(AttributeError, match="immutable"):
+        loss.anything = 1
+
+
+def test_parameters_are_validated_at_construction():
+    with pytest.raises(ValueError, match="delta must be a finite number > 0, got 0"):
+        fastloss.Huber(delta=0)
+    with pytest.raises(ValueError, match="delta"):
+        fastloss.PseudoHuber(delta=-1.0)
+    with pytest.raises(ValueError, match="eps"):
+        fastloss.Charbonnier(eps=0.0)
+    with pytest.raises(ValueError, match="quantile"):
+        fastloss.Quantile(quantile=1.0)
+    with pytest.raises(ValueError, match=r"power must be .*not in \(0, 1\), got 0.5"):
+        fastloss.Tweedie(power=0.5)
+    with pytest.raises(ValueError, match="delta"):
+        fastloss.Huber(delta=float("nan"))
+    with pytest.raises(TypeError, match="delta must be a real number"):
+        fastloss.Huber(delta="1")
+    assert fastloss.Huber(2).delta == 2.0
+    assert fastloss.Tweedie(power=3).get_params() == {"power": 3.0}
+
+
+def test_functional_shortcuts_match_the_classes(rng):
+    y, p = rng.normal(size=100), rng.normal(size=100)
+    w = rng.uniform(size=100)
+    assert fastloss.huber(y, p, delta=0.5) == fastloss.Huber(0.5).loss(y, p)
+    assert fastloss.mse(y, p, sample_weight=w, reduction="sum") == fastloss.MSE().loss(
+        y, p, sample_weight=w, reduction="sum")
+    np.testing.assert_array_equal(fastloss.quantile(y, p, quantile=0.1, reduction="none"),
+                                  fastloss.Quantile(0.1).loss(y, p, reduction="none"))
+    import inspect
+    sig = inspect.signature(fastloss.huber)
+    assert list(sig.parameters)[:3] == ["y_true", "y_pred", "delta"]
+    assert sig.parameters["delta"].default == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------------------------
+
+def test_thread_settings():
+    default = fastloss.get_num_threads()
+    assert default >= 1
+    try:
+        fastloss.set_num_threads(1)
+        assert fastloss.get_num_threads() == 1
+    finally:
+        fastloss.set_num_threads(None)
+    assert fastloss.get_num_threads() == default
+    with pytest.raises(ValueError, match="n_threads must be a positive integer"):
+        fastloss.set_num_threads(0)
+    with pytest.raises(ValueError, match="n_threads"):
+        fastloss.MSE().loss([1.0], [2.0], n_threads=-1)
+    with pytest.raises(TypeError, match="n_threads"):
+        fastloss.MSE().loss([1.0], [2.0], n_threads=1.5)
+
+
+def test_omp_num_threads_is_honoured():
+    import subprocess
+    import sys
+    code = "import fastloss; print(fastloss.get_num_threads())"
+    import os
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "1"
+
+
+def test_show_config_tells_the_build(capsys):
+    fastloss.show_config()
+    text = capsys.readouterr().out
+    assert fastloss.__version__ in text
+    assert "openmp" in text and "huber" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: every case raises the right exception naming the argument
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ELEMENTWISE, ids=repr)
+def test_bad_inputs(loss):
+    y = np.ones(10)
+    p = np.zeros(10)
+    with pytest.raises(ValueError, match=r"y_true and y_pred must have the same shape.*\(9,\)"):
+        loss.loss(y[:9], p)
+    with pytest.raises(ValueError, match="same shape"):
+        loss.loss(y.reshape(2, 5), p)
+    with pytest.raises(ValueError, match=r"sample_weight must have the shape of y_pred \(10,\)"):
+        loss.loss(y, p, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="sample_weight must be non-negative"):
+        loss.loss(y, p, sample_weight=-np.ones(10))
+    with pytest.raises(ValueError, match="sample_weight must not sum to 0"):
+        loss.loss(y, p, sample_weight=np.zeros(10))
+    assert loss.loss(y, p, sample_weight=np.zeros(10), reduction="sum") == 0.0
+    with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none', got 'avg'"):
+        loss.loss(y, p, reduction="avg")
+    with pytest.raises(TypeError, match="y_pred must hold real numbers.*complex"):
+        loss.loss(y, p.astype(complex))
+    with pytest.raises(TypeError, match="y_true must hold real numbers.*object"):
+        loss.loss(np.array([None] * 10), p)
+    with pytest.raises(TypeError, match="y_pred must hold real numbers"):
+        loss.loss(y, ["a"] * 10)
+    with pytest.raises(TypeError, match="sample_weight must hold real numbers"):
+        loss.loss(y, p, sample_weight=np.array(["x"] * 10))
+    with pytest.raises(TypeError, match="y_true must be an array-like"):
+        loss.loss(None, p)
+    with pytest.raises(ValueError, match=r"gradient_out must have shape \(10,\), got \(9,\)"):
+        loss.gradient(y, p, out=np.empty(9))
+    with pytest.raises(ValueError, match="gradient_out must have dtype float64, got float32"):
+        loss.gradient(y, p, out=np.empty(10, np.float32))
+    with pytest.raises(ValueError, match="gradient_out must be C-contiguous"):
+        loss.gradient(y, p, out=np.empty(20)[::2])
+    ro = np.empty(10)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="hessian_out must be writeable"):
+        loss.gradient_hessian(y, p, hessian_out=ro)
+    with pytest.raises(ValueError, match="loss_out is only used with reduction='none'"):
+        loss.loss(y, p, loss_out=np.empty(10))
+    with pytest.raises(ValueError, match="gradient_out must be a numpy.ndarray"):
+        loss.gradient(y, p, out=[0.0] * 10)
+
+
+def test_domain_errors_name_the_argument():
+    with pytest.raises(ValueError, match="Poisson: y_true must be >= 0"):
+        fastloss.Poisson().loss([1.0, -1.0], [0.0, 0.0])
+    with pytest.raises(ValueError, match="Gamma: y_true must be > 0"):
+        fastloss.Gamma().loss([1.0, 0.0], [0.0, 0.0])
+    with pytest.raises(ValueError, match="Tweedie: y_true must be > 0"):
+        fastloss.Tweedie(power=3).gradient_hessian([0.0], [0.0])
+    with pytest.raises(ValueError, match="Tweedie: y_true must be >= 0"):
+        fastloss.Tweedie(power=1.5).loss([-1.0], [0.0])
+    # power <= 0 accepts any real target, and 1 <= power < 2 accepts zeros
+    assert np.isfinite(fastloss.Tweedie(power=0).loss([-1.0], [0.0]))
+    assert np.isfinite(fastloss.Tweedie(power=1.5).loss([0.0], [0.0]))
+
+
+def test_bad_input_never_modifies_the_inputs(rng):
+    y, p = rng.normal(size=50), rng.normal(size=50)
+    w = -np.ones(50)
+    y0, p0, w0 = y.copy(), p.copy(), w.copy()
+    with pytest.raises(ValueError):
+        fastloss.Huber().loss_gradient_hessian(y, p, sample_weight=w)
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(p, p0)
+    np.testing.assert_array_equal(w, w0)
+
+
+def test_kernels_check_sizes_themselves():
+    """The compiled drivers refuse inconsistent sizes even when called directly."""
+    from fastloss import _regression
+    e = np.empty(0)
+    with pytest.raises(ValueError, match="y_true has 3 elements, expected 4"):
+        _regression.huber(np.ones(3), np.ones(4), e, e, e, e, True, 1.0, 1, e, 1.0)
+    with pytest.raises(ValueError, match="gradient_out has 2 elements, expected 4"):
+        _regression.huber(np.ones(4), np.ones(4), e, e, np.empty(2), e, True, 1.0, 1, e, 1.0)
+
+
+def test_concurrent_callers_get_the_same_bits(rng):
+    """Python threads calling at once (the GIL is released; callers share the threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+    y, p = rng.normal(size=400_000), rng.normal(size=400_000)
+    loss = fastloss.LogCosh()
+    expect = loss.loss_gradient_hessian(y, p, n_threads=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: loss.loss_gradient_hessian(y, p, n_threads=2),
+                                range(8)))
+    for value, g, h in results:
+        assert value.tobytes() == expect[0].tobytes()
+        assert g.tobytes() == expect[1].tobytes() and h.tobytes() == expect[2].tobytes()

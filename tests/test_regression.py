@@ -1,0 +1,551 @@
+"""Regression losses against independent references.
+
+The references below are written here from the textbook formulas, in plain NumPy (and mpmath for
+the high-precision checks); they share no code with the kernels. Every test is generic over the
+CASES table, so a regression loss added there gets every check.
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+import fastloss
+
+mpmath.mp.dps = 50
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent references: (loss, d/dp, d2/dp2) as NumPy functions of (y, p) in float64.
+# ---------------------------------------------------------------------------------------------
+
+def _huber(delta):
+    def l(y, p):
+        e = y - p
+        return np.where(np.abs(e) <= delta, 0.5 * e**2, delta * (np.abs(e) - 0.5 * delta))
+
+    def g(y, p):
+        e = y - p
+        return np.where(np.abs(e) <= delta, -e, -delta * np.sign(e))
+
+    def h(y, p):
+        return np.where(np.abs(y - p) <= delta, 1.0, 0.0)
+
+    return l, g, h
+
+
+def _pseudo_huber(delta):
+    def l(y, p):
+        return delta**2 * (np.sqrt(1 + ((y - p) / delta) ** 2) - 1)
+
+    def g(y, p):
+        e = y - p
+        return -e / np.sqrt(1 + (e / delta) ** 2)
+
+    def h(y, p):
+        return (1 + ((y - p) / delta) ** 2) ** -1.5
+
+    return l, g, h
+
+
+def _charbonnier(eps):
+    return (lambda y, p: np.sqrt((y - p) ** 2 + eps**2),
+            lambda y, p: -(y - p) / np.sqrt((y - p) ** 2 + eps**2),
+            lambda y, p: eps**2 / ((y - p) ** 2 + eps**2) ** 1.5)
+
+
+def _quantile(q):
+    return (lambda y, p: np.maximum(q * (y - p), (q - 1) * (y - p)),
+            lambda y, p: np.where(y > p, -q, np.where(y < p, 1 - q, 0.0)),
+            lambda y, p: np.zeros_like(y - p))
+
+
+def _tweedie(rho):
+    def l(y, p):
+        mu = np.exp(p)
+        if rho == 0:
+            return (y - mu) ** 2
+        if rho == 1:
+            return 2 * (np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0) - y + mu)
+        if rho == 2:
+            return 2 * (np.log(mu / y) + y / mu - 1)
+        return 2 * (np.maximum(y, 0) ** (2 - rho) / ((1 - rho) * (2 - rho))
+                    - y * mu ** (1 - rho) / (1 - rho) + mu ** (2 - rho) / (2 - rho))
+
+    def g(y, p):
+        mu = np.exp(p)
+        return 2 * (mu ** (2 - rho) - y * mu ** (1 - rho))
+
+    def h(y, p):
+        mu = np.exp(p)
+        return 2 * ((2 - rho) * mu ** (2 - rho) - (1 - rho) * y * mu ** (1 - rho))
+
+    return l, g, h
+
+
+REFS = {
+    "mse": (lambda y, p: (y - p) ** 2, lambda y, p: -2 * (y - p),
+            lambda y, p: np.full_like(y - p, 2.0)),
+    "mae": (lambda y, p: np.abs(y - p), lambda y, p: -np.sign(y - p),
+            lambda y, p: np.zeros_like(y - p)),
+    "huber": _huber(1.0),
+    "huber_d2": _huber(2.5),
+    "pseudo_huber": _pseudo_huber(1.0),
+    "pseudo_huber_d03": _pseudo_huber(0.3),
+    "charbonnier": _charbonnier(1e-3),
+    "charbonnier_e05": _charbonnier(0.5),
+    "log_cosh": (lambda y, p: np.log(np.cosh(y - p)), lambda y, p: -np.tanh(y - p),
+                 lambda y, p: 1 / np.cosh(y - p) ** 2),
+    "quantile": _quantile(0.5),
+    "quantile_q09": _quantile(0.9),
+    "poisson": _tweedie(1),
+    "gamma": _tweedie(2),
+    "tweedie": _tweedie(1.5),
+    "tweedie_0": _tweedie(0),
+    "tweedie_3": _tweedie(3),
+    "tweedie_neg": _tweedie(-0.5),
+}
+
+# id -> (loss object, y_true domain: "real" | "nonneg" | "pos")
+CASES = {
+    "mse": (fastloss.MSE(), "real"),
+    "mae": (fastloss.MAE(), "real"),
+    "huber": (fastloss.Huber(), "real"),
+    "huber_d2": (fastloss.Huber(delta=2.5), "real"),
+    "pseudo_huber": (fastloss.PseudoHuber(), "real"),
+    "pseudo_huber_d03": (fastloss.PseudoHuber(delta=0.3), "real"),
+    "charbonnier": (fastloss.Charbonnier(), "real"),
+    "charbonnier_e05": (fastloss.Charbonnier(eps=0.5), "real"),
+    "log_cosh": (fastloss.LogCosh(), "real"),
+    "quantile": (fastloss.Quantile(), "real"),
+    "quantile_q09": (fastloss.Quantile(quantile=0.9), "real"),
+    "poisson": (fastloss.Poisson(), "nonneg"),
+    "gamma": (fastloss.Gamma(), "pos"),
+    "tweedie": (fastloss.Tweedie(power=1.5), "nonneg"),
+    "tweedie_0": (fastloss.Tweedie(power=0), "real"),
+    "tweedie_3": (fastloss.Tweedie(power=3), "pos"),
+    "tweedie_neg": (fastloss.Tweedie(power=-0.5), "real"),
+}
+IDS = list(CASES)
+SMOOTH = ["mse", "pseudo_huber", "pseudo_huber_d03", "charbonnier", "charbonnier_e05", "log_cosh",
+          "poisson", "gamma", "tweedie", "tweedie_0", "tweedie_3", "tweedie_neg"]
+
+
+def make_data(case, shape, rng, dtype=np.float64):
+    _, dom = CASES[case]
+    n = int(np.prod(shape))
+    if dom == "real":
+        y = rng.normal(scale=2.0, size=n)
+    elif dom == "nonneg":
+        y = rng.poisson(2.0, size=n).astype(float)
+    else:
+        y = rng.gamma(2.0, 1.5, size=n)
+    if CASES[case][0].name in ("poisson", "gamma", "tweedie"):
+        p = rng.normal(scale=0.7, size=n) + 0.5
+    else:
+        p = y + rng.normal(scale=1.5, size=n)
+    return y.reshape(shape).astype(dtype), p.reshape(shape).astype(dtype)
+
+
+def reduce_ref(values, w, reduction):
+    if reduction == "none":
+        return values * w
+    if reduction == "sum":
+        return np.sum(values * w)
+    return np.sum(values * w) / np.sum(w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values, gradients and hessians against the references
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", IDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(1000,), (20, 7, 3)])
+def test_matches_reference(case, dtype, weighted, reduction, shape, rng):
+    loss, _ = CASES[case]
+    y, p = make_data(case, shape, rng, dtype)
+    w = rng.uniform(0.0, 3.0, size=shape).astype(dtype) if weighted else None
+    ref_l, ref_g, ref_h = REFS[case]
+    y64, p64 = y.astype(np.float64), p.astype(np.float64)
+    w64 = np.ones(shape) if w is None else w.astype(np.float64)
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    scale = 1.0 / np.sum(w64) if reduction == "mean" else 1.0
+
+    value, grad, hess = loss.loss_gradient_hessian(y, p, sample_weight=w, reduction=reduction)
+    expect = reduce_ref(ref_l(y64, p64), w64, reduction)
+    # Elementwise comparisons are scaled to the size of the terms (deviances cancel near 0).
+    atol_l = rtol * (np.max(np.abs(ref_l(y64, p64) * w64)) + 1) * (1 if reduction == "none" else 10)
+    np.testing.assert_allclose(np.asarray(value, np.float64), expect, rtol=rtol, atol=atol_l)
+    assert np.asarray(value).dtype == dtype
+    assert grad.dtype == dtype and hess.dtype == dtype
+    assert grad.shape == shape and hess.shape == shape
+    g_exp = scale * w64 * ref_g(y64, p64)
+    h_exp = scale * w64 * ref_h(y64, p64)
+    np.testing.assert_allclose(grad, g_exp, rtol=rtol, atol=rtol * np.max(np.abs(g_exp)))
+    np.testing.assert_allclose(hess, h_exp, rtol=rtol, atol=rtol * np.max(np.abs(h_exp)))
+
+    # Every entry point agrees with the fused one (to rounding: the compiler may contract
+    # a*b+c into an FMA differently in the loops that compute fewer outputs).
+    # Deviances near 0 cancel, so the tolerance is relative to the largest term.
+    tol = 1e-14 if dtype == np.float64 else 1e-6
+    l2 = loss.loss(y, p, sample_weight=w, reduction=reduction)
+    np.testing.assert_allclose(l2, value, rtol=tol, atol=tol * np.max(np.abs(value)))
+    np.testing.assert_allclose(loss.gradient(y, p, sample_weight=w, reduction=reduction), grad,
+                               rtol=tol, atol=tol * np.max(np.abs(grad)))
+    l3, g3 = loss.loss_gradient(y, p, sample_weight=w, reduction=reduction)
+    np.testing.assert_allclose(l3, value, rtol=tol, atol=tol * np.max(np.abs(value)))
+    np.testing.assert_allclose(g3, grad, rtol=tol, atol=tol * np.max(np.abs(grad)))
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_gradient_hessian_is_per_sample(case, rng):
+    loss, _ = CASES[case]
+    y, p = make_data(case, (500,), rng)
+    w = rng.uniform(0.5, 2.0, size=500)
+    g, h = loss.gradient_hessian(y, p, sample_weight=w)
+    ref_l, ref_g, ref_h = REFS[case]
+    np.testing.assert_allclose(g, w * ref_g(y, p), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h, w * ref_h(y, p), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_finite_differences(case, rng):
+    """Derivatives against central differences of the loss itself (away from kinks)."""
+    loss, _ = CASES[case]
+    y, p = make_data(case, (400,), rng)
+    if case not in SMOOTH:
+        # keep away from kinks: |e| = 0, and |e| = delta for Huber
+        e = y - p
+        delta = getattr(loss, "delta", None) if case.startswith("huber") else None
+        keep = np.abs(e) > 1e-3
+        if delta is not None:
+            keep &= np.abs(np.abs(e) - delta) > 1e-3
+        y, p = y[keep], p[keep]
+    h = 1e-5
+    lp = loss.loss(y, p + h, reduction="none")
+    lm = loss.loss(y, p - h, reduction="none")
+    l0 = loss.loss(y, p, reduction="none")
+    g, hs = loss.gradient_hessian(y, p)
+    np.testing.assert_allclose(g, (lp - lm) / (2 * h), rtol=1e-6, atol=1e-6)
+    hh = 1e-4  # second differences: rounding error ~ eps |l| / hh^2
+    lp = loss.loss(y, p + hh, reduction="none")
+    lm = loss.loss(y, p - hh, reduction="none")
+    fd_h = (lp - 2 * l0 + lm) / hh**2
+    np.testing.assert_allclose(hs, fd_h, rtol=1e-4, atol=1e-6 * (1 + np.max(np.abs(l0))))
+
+
+@pytest.mark.parametrize("case", IDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_of_the_reduced_loss(case, reduction, rng):
+    """d(reduced loss)/d p_i by finite differences on the reduced value, weighted."""
+    loss, _ = CASES[case]
+    y, p = make_data(case, (60,), rng)
+    w = rng.uniform(0.2, 2.0, size=60)
+    _, g = loss.loss_gradient(y, p, sample_weight=w, reduction=reduction)
+    h = 1e-6
+    for i in (0, 17, 59):
+        if case not in SMOOTH and abs(y[i] - p[i]) < 1e-3:
+            continue
+        pp, pm = p.copy(), p.copy()
+        pp[i] += h
+        pm[i] -= h
+        fd = (loss.loss(y, pp, sample_weight=w, reduction=reduction)
+              - loss.loss(y, pm, sample_weight=w, reduction=reduction)) / (2 * h)
+        assert g[i] == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# High precision and extreme inputs
+# ---------------------------------------------------------------------------------------------
+
+def _mp_loss(case, y, p):
+    y, p = mpmath.mpf(y), mpmath.mpf(p)
+    e = y - p
+    loss, _ = CASES[case]
+    if case == "mse":
+        return e**2
+    if case == "log_cosh":
+        return mpmath.log(mpmath.cosh(e))
+    if case.startswith("pseudo_huber"):
+        d = mpmath.mpf(loss.delta)
+        return d**2 * (mpmath.sqrt(1 + (e / d) ** 2) - 1)
+    if case.startswith("charbonnier"):
+        return mpmath.sqrt(e**2 + mpmath.mpf(loss.eps) ** 2)
+    mu = mpmath.exp(p)
+    if case == "poisson":
+        return 2 * ((y * mpmath.log(y / mu) if y > 0 else 0) - y + mu)
+    if case == "gamma":
+        return 2 * (mpmath.log(mu / y) + y / mu - 1)
+    raise KeyError(case)
+
+
+@pytest.mark.parametrize("case", ["mse", "log_cosh", "pseudo_huber", "pseudo_huber_d03",
+                                  "charbonnier", "poisson", "gamma"])
+def test_high_precision(case):
+    """float64 results against 50-digit mpmath, including near the optimum where naive forms
+    cancel (log cosh of tiny e, pseudo-Huber s - 1, deviances near mu = y).
+
+    The bound is that of a backward-stable evaluation: a few ulp times the condition number of
+    the loss in its inputs, |y dl/dy / l| + |p dl/dp / l|. Away from the optimum that is ~1e-15;
+    at 1e-7 from it the deviances are ill-conditioned in p itself and the bound widens with it.
+    """
+    loss, dom = CASES[case]
+    if dom == "real":
+        pts = [(0.0, 1e-9), (0.0, 1e-4), (1.0, 0.3), (0.0, 17.0), (0.0, -300.0), (5.0, -1e3)]
+    else:
+        pts = [(2.0, math.log(2.0) + 1e-7), (2.0, math.log(2.0) + 0.05), (3.0, -1.0),
+               (0.5, 4.0), (7.0, 2.0)]
+    y = np.array([a for a, _ in pts])
+    p = np.array([b for _, b in pts])
+    got = loss.loss(y, p, reduction="none")
+    eps = np.finfo(np.float64).eps
+    for gi, yi, pi in zip(got, y, p):
+        ref = _mp_loss(case, yi, pi)
+        dldy = mpmath.diff(lambda t: _mp_loss(case, t, pi), yi) if yi != 0 else 0
+        dldp = mpmath.diff(lambda t: _mp_loss(case, yi, t), pi)
+        cond = float(abs(yi * dldy / ref) + abs(pi * dldp / ref))
+        assert float(abs(gi - ref)) <= 4 * eps * (1 + cond) * float(abs(ref)), (yi, pi, gi, ref)
+
+
+@pytest.mark.parametrize("case", IDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_extreme_inputs_no_nan(case, dtype):
+    """Residuals and log-link predictions of +-1e4: no NaN anywhere; finite where the true value
+    is representable, and the exact limits where they are known."""
+    loss, dom = CASES[case]
+    big = 1e4
+    if CASES[case][0].name in ("poisson", "gamma", "tweedie"):
+        y = np.array([1.0, 1.0, 3.0, 3.0] + ([0.0, 0.0] if dom != "pos" else [2.0, 2.0]))
+        p = np.array([big, -big, big, -big, big, -big])
+    else:
+        y = np.array([0.0, 0.0, big, -big, 0.0, 1.0])
+        p = np.array([big, -big, 0.0, 0.0, 0.0, 1.0])
+    y, p = y.astype(dtype), p.astype(dtype)
+    value, g, h = loss.loss_gradient_hessian(y, p, reduction="none")
+    assert not np.any(np.isnan(value)) and not np.any(np.isnan(g)) and not np.any(np.isnan(h))
+    if CASES[case][0].name not in ("poisson", "gamma", "tweedie"):
+        assert np.all(np.isfinite(value)) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
+    if case == "log_cosh":
+        # log cosh(1e4) = 1e4 - log 2 exactly to double precision; tanh -> 1, sech^2 -> 0
+        np.testing.assert_allclose(value[:4], big - math.log(2), rtol=1e-6 if dtype == np.float32 else 1e-15)
+        np.testing.assert_array_equal(np.abs(g[:4]), 1.0)
+        np.testing.assert_array_equal(h[:4], 0.0)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_exact_zero_residual(case):
+    loss, dom = CASES[case]
+    if dom == "real":
+        y = np.array([0.0, 1.5, -2.0])
+        p = y.copy()
+        if CASES[case][0].name == "tweedie":
+            p = np.log(np.abs(y) + 1.0)
+            y = np.abs(y) + 1.0
+    else:
+        y = np.array([1.0, 2.5, 4.0])
+        p = np.log(y)
+    value, g, h = loss.loss_gradient_hessian(y, p, reduction="none")
+    if case.startswith("charbonnier"):
+        np.testing.assert_allclose(value, loss.eps, rtol=1e-15)
+    else:
+        np.testing.assert_allclose(value, 0.0, atol=1e-14)
+    # the derivative terms are of size |y|^(2 - power) at most: allow rounding at that scale
+    np.testing.assert_allclose(g, 0.0, atol=1e-14 * (1 + np.max(np.abs(y))) ** 3)
+    assert np.all(np.isfinite(h))
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_nan_propagates(case, rng):
+    loss, _ = CASES[case]
+    y, p = make_data(case, (50,), rng)
+    p[7] = np.nan
+    y[30] = np.nan
+    value, g, h = loss.loss_gradient_hessian(y, p, reduction="none")
+    for arr in (value, g, h):
+        assert np.isnan(arr[7]) and np.isnan(arr[30])
+        assert np.sum(np.isnan(arr)) == 2
+    assert np.isnan(loss.loss(y, p))
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads, layouts, outputs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["huber", "log_cosh", "poisson", "tweedie"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_bits_for_any_thread_count(case, dtype, rng):
+    loss, _ = CASES[case]
+    y, p = make_data(case, (300_001,), rng, dtype)
+    w = rng.uniform(0, 2, size=y.shape).astype(dtype)
+    runs = [loss.loss_gradient_hessian(y, p, sample_weight=w, n_threads=t) for t in (1, 2, 3)]
+    for other in runs[1:]:
+        assert other[0].tobytes() == runs[0][0].tobytes()
+        assert other[1].tobytes() == runs[0][1].tobytes()
+        assert other[2].tobytes() == runs[0][2].tobytes()
+    s = [loss.loss(y, p, reduction="sum", n_threads=t) for t in (1, 2)]
+    assert s[0].tobytes() == s[1].tobytes()
+
+
+def test_layouts_and_inputs_unchanged(tmp_path, rng):
+    loss = fastloss.Huber(delta=0.7)
+    y, p = make_data("huber", (40, 25), rng)
+    expect = loss.loss(y, p, reduction="none")
+    y0, p0 = y.copy(), p.copy()
+
+    ro_y, ro_p = y.copy(), p.copy()
+    ro_y.flags.writeable = False
+    ro_p.flags.writeable = False
+    np.testing.assert_array_equal(loss.loss(ro_y, ro_p, reduction="none"), expect)
+
+    fy, fp = np.asfortranarray(y), np.asfortranarray(p)
+    np.testing.assert_array_equal(loss.loss(fy, fp, reduction="none"), expect)
+
+    big_y, big_p = np.zeros((40, 50)), np.zeros((40, 50))
+    big_y[:, ::2], big_p[:, ::2] = y, p
+    np.testing.assert_array_equal(loss.loss(big_y[:, ::2], big_p[:, ::2], reduction="none"),
+                                  expect)
+
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "p.npy", p)
+    my = np.load(tmp_path / "y.npy", mmap_mode="r")
+    mp = np.load(tmp_path / "p.npy", mmap_mode="r")
+    np.testing.assert_array_equal(loss.loss(my, mp, reduction="none"), expect)
+
+    np.testing.assert_array_equal(loss.loss(y.tolist(), p.tolist(), reduction="none"), expect)
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(p, p0)
+
+
+def test_out_arrays_are_filled_and_returned(rng):
+    loss = fastloss.LogCosh()
+    y, p = make_data("log_cosh", (33, 3), rng)
+    lo, go, ho = np.empty_like(p), np.empty_like(p), np.empty_like(p)
+    value, g, h = loss.loss_gradient_hessian(y, p, reduction="none", loss_out=lo,
+                                             gradient_out=go, hessian_out=ho)
+    assert value is lo and g is go and h is ho
+    np.testing.assert_allclose(lo, np.log(np.cosh(y - p)), rtol=1e-13)
+    out = np.empty_like(p)
+    assert loss.gradient(y, p, out=out) is out
+    g2, h2 = np.empty_like(p), np.empty_like(p)
+    rg, rh = loss.gradient_hessian(y, p, gradient_out=g2, hessian_out=h2)
+    assert rg is g2 and rh is h2
+
+
+def test_dtype_rules(rng):
+    y = rng.normal(size=100)
+    p = rng.normal(size=100)
+    mse = fastloss.MSE()
+    assert mse.loss(y, p.astype(np.float32)).dtype == np.float32
+    assert mse.loss(y, p.astype(np.float16)).dtype == np.float32
+    assert mse.loss(y, np.arange(100)).dtype == np.float64
+    assert mse.loss(y.astype(np.float32), p).dtype == np.float64
+    g = mse.gradient(y, p.astype(np.float32))
+    assert g.dtype == np.float32
+    # float32 inputs accumulate in float64: the float32 mean is the float64 mean rounded once
+    y32, p32 = y.astype(np.float32), p.astype(np.float32)
+    exact = np.mean((y32.astype(np.float64) - p32.astype(np.float64)) ** 2)
+    assert float(mse.loss(y32, p32)) == pytest.approx(exact, rel=1e-7)
+
+
+def test_empty_and_scalar_inputs():
+    mse = fastloss.MSE()
+    assert np.isnan(mse.loss([], []))
+    assert mse.loss([], [], reduction="sum") == 0.0
+    assert mse.loss([], [], reduction="none").shape == (0,)
+    assert mse.gradient([], []).shape == (0,)
+    assert float(mse.loss(3.0, 1.0)) == 4.0
+    assert mse.loss(3.0, 1.0, reduction="none").shape == ()
+
+
+# ---------------------------------------------------------------------------------------------
+# RMSE, baselines, peers
+# ---------------------------------------------------------------------------------------------
+
+def test_rmse(rng):
+    y, p = rng.normal(size=200), rng.normal(size=200)
+    w = rng.uniform(0.1, 2, size=200)
+    rmse = fastloss.RMSE()
+    value, g = rmse.loss_gradient(y, p, sample_weight=w)
+    expect = math.sqrt(np.sum(w * (y - p) ** 2) / np.sum(w))
+    assert float(value) == pytest.approx(expect, rel=1e-13)
+    h = 1e-6
+    for i in (0, 50, 199):
+        pp, pm = p.copy(), p.copy()
+        pp[i] += h
+        pm[i] -= h
+        fd = (rmse.loss(y, pp, sample_weight=w) - rmse.loss(y, pm, sample_weight=w)) / (2 * h)
+        assert g[i] == pytest.approx(fd, rel=1e-6)
+    _, g0 = rmse.loss_gradient(y, y)
+    np.testing.assert_array_equal(g0, 0.0)
+    with pytest.raises(ValueError, match="reduction"):
+        rmse.loss(y, p, reduction="sum")
+    with pytest.raises(NotImplementedError, match="hessian"):
+        rmse.gradient_hessian(y, p)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_baseline_minimises_the_loss(case, rng):
+    scipy_opt = pytest.importorskip("scipy.optimize")
+    loss, _ = CASES[case]
+    y, _ = make_data(case, (301,), rng)
+    w = rng.uniform(0.1, 3.0, size=301)
+    ref_l = REFS[case][0]
+
+    def objective(c):
+        return np.sum(w * ref_l(y, np.full_like(y, c)))
+
+    c = loss.baseline(y, sample_weight=w)
+    lo, hi = (np.min(y), np.max(y))
+    if CASES[case][0].name in ("poisson", "gamma", "tweedie"):
+        lo, hi = np.log(np.min(y[y > 0])), np.log(np.max(y))
+    best = scipy_opt.minimize_scalar(objective, bounds=(lo, hi), method="bounded",
+                                     options={"xatol": 1e-10})
+    assert objective(c) <= best.fun * (1 + 1e-9) + 1e-12
+
+
+def test_baseline_known_values():
+    y = np.array([1.0, 2.0, 3.0, 10.0])
+    w = np.array([1.0, 1.0, 1.0, 3.0])
+    assert fastloss.MSE().baseline(y, sample_weight=w) == pytest.approx(36 / 6)
+    assert fastloss.MAE().baseline(y, sample_weight=w) == 3.0  # any c in [3, 10]; the lower
+    assert fastloss.MAE().baseline(y) == 2.0
+    assert fastloss.Quantile(quantile=0.1).baseline(y) == 1.0
+    assert fastloss.Poisson().baseline(y) == pytest.approx(math.log(4.0))
+    assert fastloss.Poisson().baseline([0.0, 0.0]) == -math.inf
+
+
+def test_against_scikit_learn_metrics(rng):
+    metrics = pytest.importorskip("sklearn.metrics")
+    y = rng.gamma(2.0, 1.0, size=500)
+    p = rng.normal(scale=0.5, size=500)
+    mu = np.exp(p)
+    w = rng.uniform(0.1, 2, size=500)
+    pairs = [
+        (fastloss.MSE(), metrics.mean_squared_error(y, p, sample_weight=w), p),
+        (fastloss.MAE(), metrics.mean_absolute_error(y, p, sample_weight=w), p),
+        (fastloss.Quantile(quantile=0.3),
+         metrics.mean_pinball_loss(y, p, alpha=0.3, sample_weight=w), p),
+        (fastloss.Poisson(), metrics.mean_poisson_deviance(y, mu, sample_weight=w), p),
+        (fastloss.Gamma(), metrics.mean_gamma_deviance(y, mu, sample_weight=w), p),
+        (fastloss.Tweedie(power=1.3),
+         metrics.mean_tweedie_deviance(y, mu, power=1.3, sample_weight=w), p),
+        (fastloss.Tweedie(power=2.5),
+         metrics.mean_tweedie_deviance(y, mu, power=2.5, sample_weight=w), p),
+    ]
+    for loss, expect, pred in pairs:
+        assert float(loss.loss(y, pred, sample_weight=w)) == pytest.approx(expect, rel=1e-12), loss
+
+
+@pytest.mark.slow
+def test_more_than_2_31_elements():
+    """64-bit indexing: a float32 array of 2^31 + 10 elements (about 17 GB with its twin)."""
+    n = 2**31 + 10
+    y = np.zeros(n, np.float32)
+    p = np.ones(n, np.float32)
+    p[-1] = 3.0
+    total = fastloss.MSE().loss(y, p, reduction="sum")
+    assert float(total) == pytest.approx(n - 1 + 9.0, rel=1e-7)
