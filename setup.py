@@ -13,7 +13,8 @@ FASTLOSS_OPENMP
     ``0`` builds without OpenMP even where the compiler has it (a serial build); ``1`` requires
     OpenMP and fails the build without it. Unset: use OpenMP when the compiler supports it.
 FASTLOSS_CFLAGS
-    Extra compiler flags appended after fastloss's own (for example sanitizer flags).
+    Extra compiler flags appended after fastloss's own (for example ``-g`` for debug info, or
+    sanitizer flags).
 FASTLOSS_AVX2
     ``0`` skips the AVX2 + FMA twin of each kernel module (halves the build time; the portable
     kernels then always run). Unset: build the twins on x86-64 compilers that accept the flags.
@@ -21,6 +22,12 @@ FASTLOSS_AVX2
 Every kernel module is built twice on x86-64: ``fastloss._<family>`` with portable flags and
 ``fastloss._<family>_avx2`` with ``-mavx2 -mfma``; ``fastloss/_dispatch.py`` picks the twin at
 import time when the CPU supports it, so a wheel runs on any x86-64 and fast on a recent one.
+
+The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply to the OpenMP check as to the
+build: on macOS, ``CPPFLAGS=-I$(brew --prefix libomp)/include`` and
+``LDFLAGS=-L$(brew --prefix libomp)/lib`` let Apple clang use Homebrew's libomp. Release wheels
+are made by cibuildwheel (settings in pyproject.toml); ``sdist`` ships the templates and sources,
+not what setup.py generates from them (rendered ``.pyx``, AVX2 twins) nor Cython's C.
 """
 
 import os
@@ -37,6 +44,7 @@ from Cython.Build import cythonize
 from Cython.Tempita import sub as tempita_sub
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
 PKG = HERE / "fastloss"
@@ -102,14 +110,26 @@ def _accepts(compiler, flags):
 
 
 def _compiles_with_openmp(compiler, cflags, ldflags):
-    """Try to build and link a tiny OpenMP program with the compiler setuptools will use."""
-    src = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel reduction(+:n)\nn+=1;\nreturn omp_get_max_threads()>0 ? 0 : 1;}\n"
+    """Try to build and link a tiny OpenMP library with the compiler setuptools will use.
+
+    It is linked as a shared object, like the extensions, so that the same linker command and
+    flags are tried (``LDFLAGS`` reaches the shared-object linker only: that is how a libomp
+    outside the default paths is found on macOS, e.g. ``LDFLAGS=-L$(brew --prefix libomp)/lib``).
+    """
+    src = ("#include <omp.h>\nint check_openmp(void){int n=0;\n"
+           "#pragma omp parallel reduction(+:n)\nn+=1;\nreturn omp_get_max_threads()>0 ? n : 0;}\n"
+           "int main(void){return check_openmp()>0 ? 0 : 1;}\n")
     with tempfile.TemporaryDirectory() as tmp:
         c = Path(tmp) / "check_openmp.c"
         c.write_text(src)
         try:
             objs = compiler.compile([str(c)], output_dir=tmp, extra_postargs=cflags)
-            compiler.link_executable(objs, str(Path(tmp) / "check_openmp"), extra_postargs=ldflags)
+            if _compiler_kind(compiler) == "msvc":
+                compiler.link_executable(objs, str(Path(tmp) / "check_openmp"),
+                                         extra_postargs=ldflags)
+            else:
+                compiler.link_shared_object(objs, str(Path(tmp) / "check_openmp.so"),
+                                            extra_postargs=ldflags)
         except Exception:
             return False
     return True
@@ -131,8 +151,11 @@ class BuildExt(build_ext):
             avx2 = ["/arch:AVX2"]
         else:
             # -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not
-            # change results. -ffast-math (or -ffinite-math-only) is never used.
-            opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
+            # change results. -ffast-math (or -ffinite-math-only) is never used. -g0 overrides
+            # Python's -g: debug info would be 80% of a wheel (FASTLOSS_CFLAGS=-g brings it back).
+            # No -march: the portable kernels target the architecture's baseline (x86-64: SSE2),
+            # only the *_avx2 twins, chosen at run time, use more.
+            opt = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
             # The element math must be inlined into the kernel loops for them to vectorise;
             # GCC's default limits stop short of the larger losses (log-cosh, deviances).
             inline = ["--param", "max-inline-insns-single=1200",
@@ -147,7 +170,12 @@ class BuildExt(build_ext):
             print("fastloss: the compiler does not accept AVX2 flags; portable kernels only")
             self.extensions = [e for e in self.extensions if e not in twins]
             twins = []
+        # What was asked of OpenMP, for `fastloss info` to say why a build is serial:
+        # 0 = FASTLOSS_OPENMP=0, 1 = FASTLOSS_OPENMP=1, 2 = unset (used when the compiler has it).
+        request = {"0": 0, "1": 1}.get(want, 2)
         for ext in self.extensions:
+            ext.define_macros = [m for m in ext.define_macros if m[0] != "FASTLOSS_OPENMP_REQUEST"]
+            ext.define_macros.append(("FASTLOSS_OPENMP_REQUEST", str(request)))
             simd = avx2 if ext in twins else []
             ext.extra_compile_args = opt + simd + (omp_c if use_omp else []) + extra
             ext.extra_link_args = (omp_l if use_omp else []) + [
@@ -158,7 +186,41 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+def generated_sources():
+    """The .pyx files setup.py writes: rendered templates and the AVX2 twins (paths from HERE)."""
+    out = {tp.with_suffix("").relative_to(HERE).as_posix() for tp in PKG.glob("*.pyx.tp")}
+    return out | {f"fastloss/{name}_avx2.pyx" for name in MODULES}
+
+
+class SDist(sdist):
+    """The sdist ships the templates and sources, never what is generated from them.
+
+    MANIFEST.in lists the sources (and excludes Cython's C); this drops every ``.pyx`` that
+    setup.py writes itself (see ``generated_sources``), whatever the family.
+    """
+
+    def make_release_tree(self, base_dir, files):
+        generated = generated_sources()
+        files = [f for f in files if Path(f).as_posix() not in generated]
+        super().make_release_tree(base_dir, files)
+
+
+def _metadata_only(argv):
+    """True for the commands that make an sdist or metadata: they need no C, so no Cython run."""
+    args = set(argv[1:])
+    builds = {"build", "build_ext", "bdist_wheel", "bdist", "bdist_egg", "install", "develop",
+              "editable_wheel"}
+    return bool(args & {"sdist", "egg_info", "dist_info"}) and not args & builds
+
+
 def extensions():
+    if _metadata_only(sys.argv):
+        # the sources as they are in git (a template, or a .pyx); the build renders and cythonizes
+        def source(name):
+            tp = f"fastloss/{name}.pyx.tp"
+            return tp if (HERE / tp).exists() else f"fastloss/{name}.pyx"
+
+        return [Extension(f"fastloss.{name}", [source(name)]) for name in MODULES]
     twins = _want_twins()
     render_sources(twins)
     names = MODULES + ([f"{name}_avx2" for name in MODULES] if twins else [])
@@ -185,4 +247,4 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt, "sdist": SDist})

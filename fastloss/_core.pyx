@@ -15,8 +15,14 @@ cdef extern from "_omp_compat.h":
     int omp_get_max_threads() noexcept nogil
     int omp_get_num_procs() noexcept nogil
     const char* FASTLOSS_SIMD
+    const char* FASTLOSS_SIMD_TARGETS
     const char* FASTLOSS_COMPILER
     int fastloss_cpu_avx2_fma() noexcept nogil
+    const char* FASTLOSS_ARCH
+    int FASTLOSS_OPENMP_REQUEST
+
+cdef extern from "_omp_runtime.h":
+    int fastloss_openmp_runtime(char* buf, int size) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -28,8 +34,11 @@ def build_info():
     return {
         "openmp": bool(FASTLOSS_OPENMP),
         "openmp_version": int(FASTLOSS_OPENMP_VERSION),
+        "openmp_request": int(FASTLOSS_OPENMP_REQUEST),
         "simd_baseline": FASTLOSS_SIMD.decode(),
-        "compiler": FASTLOSS_COMPILER.decode(),
+        "simd_targets": FASTLOSS_SIMD_TARGETS.decode().split(),
+        "compiler": " ".join(FASTLOSS_COMPILER.decode().split()),
+        "arch": FASTLOSS_ARCH.decode(),
         "block_size": BLOCK,
     }
 
@@ -37,6 +46,17 @@ def build_info():
 def cpu_has_avx2_fma():
     """Whether the running CPU can execute the ``*_avx2`` kernel modules."""
     return bool(fastloss_cpu_avx2_fma())
+
+
+def openmp_runtime():
+    """Path of the OpenMP runtime library this module's calls resolve to, or None.
+
+    None in a serial build, or where the platform cannot tell (a statically linked runtime).
+    """
+    cdef char buf[4096]
+    if fastloss_openmp_runtime(buf, sizeof(buf)):
+        return buf.decode("utf-8", "surrogateescape")
+    return None
 
 
 def omp_max_threads():

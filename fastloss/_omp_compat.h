@@ -1,7 +1,10 @@
 /* OpenMP when the build has it, single-threaded stand-ins when it does not.
- * Kernels call these names unconditionally; setup.py decides whether _OPENMP is defined. */
+ * Kernels call these names unconditionally; setup.py decides whether _OPENMP is defined.
+ * Also the build facts that `fastloss info` reports: compiler, OpenMP, the SIMD instruction sets
+ * the compiler was allowed to use (the OpenMP runtime library is found by _omp_runtime.h). */
 #ifndef FASTLOSS_OMP_COMPAT_H
 #define FASTLOSS_OMP_COMPAT_H
+
 #ifdef _OPENMP
 #include <omp.h>
 #define FASTLOSS_OPENMP 1
@@ -12,6 +15,11 @@
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_num_procs(void) { return 1; }
 static inline int omp_in_parallel(void) { return 0; }
+#endif
+
+/* What setup.py was asked (FASTLOSS_OPENMP): 0 off, 1 required, 2 unset (auto); -1 unknown. */
+#ifndef FASTLOSS_OPENMP_REQUEST
+#define FASTLOSS_OPENMP_REQUEST -1
 #endif
 
 /* What the compiler was told it may use for SIMD (the build's baseline, not the running CPU). */
@@ -25,11 +33,81 @@ static inline int omp_in_parallel(void) { return 0; }
 #define FASTLOSS_SIMD "SSE4.2"
 #elif defined(__SSE2__) || defined(_M_X64)
 #define FASTLOSS_SIMD "SSE2"
-#elif defined(__ARM_NEON) || defined(__aarch64__)
+#elif defined(__ARM_NEON) || defined(__aarch64__) || defined(_M_ARM64)
 #define FASTLOSS_SIMD "NEON"
 #else
 #define FASTLOSS_SIMD "none"
 #endif
+
+/* Every instruction-set extension the compiler may use, space-separated (from its predefined
+ * macros; MSVC on x86-64 always has SSE2 and defines __AVX__/__AVX2__/__AVX512F__ under /arch). */
+#if defined(__SSE__) || defined(_M_X64)
+#define FASTLOSS_S_SSE " SSE"
+#else
+#define FASTLOSS_S_SSE ""
+#endif
+#if defined(__SSE2__) || defined(_M_X64)
+#define FASTLOSS_S_SSE2 " SSE2"
+#else
+#define FASTLOSS_S_SSE2 ""
+#endif
+#if defined(__SSE3__)
+#define FASTLOSS_S_SSE3 " SSE3"
+#else
+#define FASTLOSS_S_SSE3 ""
+#endif
+#if defined(__SSSE3__)
+#define FASTLOSS_S_SSSE3 " SSSE3"
+#else
+#define FASTLOSS_S_SSSE3 ""
+#endif
+#if defined(__SSE4_1__)
+#define FASTLOSS_S_SSE41 " SSE4.1"
+#else
+#define FASTLOSS_S_SSE41 ""
+#endif
+#if defined(__SSE4_2__)
+#define FASTLOSS_S_SSE42 " SSE4.2"
+#else
+#define FASTLOSS_S_SSE42 ""
+#endif
+#if defined(__AVX__)
+#define FASTLOSS_S_AVX " AVX"
+#else
+#define FASTLOSS_S_AVX ""
+#endif
+#if defined(__AVX2__)
+#define FASTLOSS_S_AVX2 " AVX2"
+#else
+#define FASTLOSS_S_AVX2 ""
+#endif
+#if defined(__FMA__)
+#define FASTLOSS_S_FMA " FMA"
+#else
+#define FASTLOSS_S_FMA ""
+#endif
+#if defined(__AVX512F__)
+#define FASTLOSS_S_AVX512F " AVX512F"
+#else
+#define FASTLOSS_S_AVX512F ""
+#endif
+#if defined(__ARM_NEON) || defined(_M_ARM64)
+#define FASTLOSS_S_NEON " NEON"
+#else
+#define FASTLOSS_S_NEON ""
+#endif
+#if defined(__ARM_FEATURE_SVE)
+#define FASTLOSS_S_SVE " SVE"
+#else
+#define FASTLOSS_S_SVE ""
+#endif
+#define FASTLOSS_SIMD_TARGETS                                                                    \
+    FASTLOSS_S_SSE FASTLOSS_S_SSE2 FASTLOSS_S_SSE3 FASTLOSS_S_SSSE3 FASTLOSS_S_SSE41              \
+    FASTLOSS_S_SSE42 FASTLOSS_S_AVX FASTLOSS_S_AVX2 FASTLOSS_S_FMA FASTLOSS_S_AVX512F             \
+    FASTLOSS_S_NEON FASTLOSS_S_SVE ""
+
+#define FASTLOSS_STR_(x) #x
+#define FASTLOSS_STR(x) FASTLOSS_STR_(x)
 
 /* Kernel calls running at this moment in this module (from any Python thread). A call shares the
  * requested threads with the others, so that N callers from another pool do not start N full
@@ -66,8 +144,19 @@ static inline int fastloss_cpu_avx2_fma(void)
 #elif defined(__GNUC__)
 #define FASTLOSS_COMPILER "gcc " __VERSION__
 #elif defined(_MSC_VER)
-#define FASTLOSS_COMPILER "msvc"
+#define FASTLOSS_COMPILER "msvc " FASTLOSS_STR(_MSC_FULL_VER)
 #else
 #define FASTLOSS_COMPILER "unknown"
+#endif
+
+/* The machine the code was compiled for. */
+#if defined(__x86_64__) || defined(_M_X64)
+#define FASTLOSS_ARCH "x86_64"
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define FASTLOSS_ARCH "aarch64"
+#elif defined(__i386__) || defined(_M_IX86)
+#define FASTLOSS_ARCH "x86"
+#else
+#define FASTLOSS_ARCH "other"
 #endif
 #endif
