@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional, Tuple
+from typing import Any, Callable, ClassVar, Optional, Tuple, Union
 
 import numpy as np
 
@@ -82,14 +82,92 @@ class Param:
         return v
 
 
+@dataclass(frozen=True)
+class Domain:
+    """The values one input array of a loss may hold: a real interval or finite sets of values.
+
+    A declarative description, used by the generic property tests (``tests/test_properties.py``)
+    to draw valid inputs for every registered loss and to check that values outside the domain
+    raise ``ValueError``; the error messages themselves come from the loss (``y_true_domain``).
+
+    ``low``/``high`` bound the values (closed unless ``*_open``; infinities are in the closed
+    interval ``[-inf, inf]``). ``high`` may be a shape symbol such as ``"K"``: labels below the
+    number of classes. ``value_sets``, when not empty, lists alternative sets: an array is valid
+    when all its values lie in one of them (hinge labels: ``{-1, 1}`` or ``{0, 1}``).
+    ``integer``: integral values only (class labels). ``nan``: whether NaN is accepted (it then
+    propagates to the results, DESIGN.md section 3) rather than rejected. ``finite_up_to``: finite
+    values of magnitude up to this give finite results (for parameters of moderate size), e.g.
+    the log of a mean, whose ``exp`` overflows beyond about 700.
+    """
+
+    low: float = -math.inf
+    high: Union[float, str] = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    value_sets: Tuple[Tuple[float, ...], ...] = ()
+    integer: bool = False
+    nan: bool = True
+    finite_up_to: float = 1e100
+
+    def contains(self, values: np.ndarray, sizes: Optional[dict] = None) -> bool:
+        """Whether every value of ``values`` lies in the domain (``sizes`` gives shape symbols)."""
+        v = np.asarray(values, dtype=np.float64)
+        nan = np.isnan(v)
+        if nan.any() and not self.nan:
+            return False
+        v = v[~nan]
+        if self.value_sets:
+            return any(bool(np.isin(v, s).all()) for s in self.value_sets)
+        if self.integer and not bool(np.all(np.isfinite(v) & (v == np.round(v)))):
+            return False
+        high = float((sizes or {})[self.high]) if isinstance(self.high, str) else self.high
+        ok = (v > self.low) if self.low_open else (v >= self.low)
+        ok &= (v < high) if self.high_open else (v <= high)
+        return bool(ok.all())
+
+
+REAL = Domain()
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One positional input array of a loss: its name, shape, domain and whether it gets a gradient.
+
+    ``shape`` is a tuple of symbols: ``("*",)`` is any shape, shared by every ``"*"`` array of the
+    call (element-wise losses); otherwise named sizes such as ``("n", "d")`` (rows, columns),
+    equal wherever the same symbol appears. ``grad``: the loss returns a gradient for it.
+    ``labels``: integer class labels (drawn as integers by the tests, never differentiated).
+    """
+
+    name: str
+    shape: Tuple[str, ...]
+    domain: Domain = REAL
+    grad: bool = False
+    labels: bool = False
+
+
 class Loss:
     """Base of every loss: immutable, picklable, comparable, with a readable ``repr``."""
 
     name: ClassVar[str] = ""
     aliases: ClassVar[Tuple[str, ...]] = ()
     params: ClassVar[Tuple[Param, ...]] = ()
+    # Whether sample i's loss and gradient depend on sample i's inputs only (False for losses
+    # that mine a batch); the generic tests attribute NaN and weights per sample when True.
+    independent_samples: ClassVar[bool] = True
 
     __slots__ = ("_values",)
+
+    def input_forms(self) -> Tuple[Tuple[ArraySpec, ...], ...]:
+        """The positional arrays the methods take, one tuple of :class:`ArraySpec` per form.
+
+        A declarative description of the inputs (shapes, domains, which get a gradient), used
+        by the generic property tests so that every registered loss is covered by construction.
+        ``sample_weight`` has the shape of the ``"*"`` arrays, or ``("n",)`` for row-wise forms.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not describe its inputs (input_forms)"
+        )
 
     def __init__(self, **kwargs: Any) -> None:
         values = []
@@ -132,6 +210,28 @@ def _rebuild(cls, params):
     return cls(**params)
 
 
+_WSUM_LOW, _WSUM_HIGH = 2.0**-600, 2.0**600
+
+
+def mean_weights(w: Optional[np.ndarray], wsum: float, n_threads: int):
+    """Weights for a ``"mean"``, rescaled by a power of two when their sum is out of range.
+
+    A mean is ``sum(w*l) / sum(w)`` and its derivatives carry ``w / sum(w)``: scaling every
+    weight by the same power of two changes neither, and is exact. It is needed when the sum is
+    tiny (subnormal weights: ``1 / sum(w)`` overflows to inf, and ``w*l`` loses its digits) or
+    overflows (``sum(w) = inf`` makes every derivative 0 and the mean NaN). Returns
+    ``(w, sum(w))``, the input arrays untouched (a scaled copy is made).
+    """
+    if w is None or wsum == 0 or _WSUM_LOW <= wsum <= _WSUM_HIGH:
+        return w, wsum
+    top = float(np.max(w))
+    if not (0.0 < top < math.inf):
+        return w, wsum              # NaN or infinite weights: the result is NaN anyway
+    w = np.ldexp(w, -math.frexp(top)[1]).astype(w.dtype, copy=False)
+    wsum, _ = _core.weight_sum(w.reshape(-1), n_threads)
+    return w, wsum
+
+
 class ElementwiseLoss(Loss):
     """A loss where every element of ``y_pred`` is a sample (any shape).
 
@@ -143,10 +243,19 @@ class ElementwiseLoss(Loss):
     _kernel: ClassVar[Callable[..., Tuple[float, int]]]
     y_true_domain: ClassVar[str] = ""
     y_pred_domain: ClassVar[str] = ""
+    # The same domains, declaratively (see Domain); override with a property where they
+    # depend on a parameter.
+    y_true_values: ClassVar[Domain] = REAL
+    y_pred_values: ClassVar[Domain] = REAL
     has_hessian: ClassVar[bool] = True
     reductions: ClassVar[Tuple[str, ...]] = ("mean", "sum", "none")
 
     __slots__ = ()
+
+    def input_forms(self) -> Tuple[Tuple[ArraySpec, ...], ...]:
+        """``(y_true, y_pred)`` of any shape, with the loss's domains (see :class:`Domain`)."""
+        return ((ArraySpec("y_true", ("*",), self.y_true_values),
+                 ArraySpec("y_pred", ("*",), self.y_pred_values, grad=True)),)
 
     # ------------------------------------------------------------------ dispatch
     def _kernel_call(self) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
@@ -214,6 +323,8 @@ class ElementwiseLoss(Loss):
                 wsum = float(weight_total)
             if reduction == "mean" and wsum == 0 and n > 0:
                 raise ValueError("sample_weight must not sum to 0 with reduction='mean'")
+            if reduction == "mean":
+                w, wsum = mean_weights(w, wsum, nt)
         else:
             wsum = float(n) if weight_total is None else float(weight_total)
         scale = 1.0 / wsum if (reduction == "mean" and wsum > 0) else 1.0
@@ -236,10 +347,7 @@ class ElementwiseLoss(Loss):
         if store:
             value = lo
         elif loss:
-            if reduction == "mean":
-                value = dtype.type(total / wsum if wsum > 0 else math.nan)
-            else:
-                value = dtype.type(total)
+            value = dtype.type(self._reduce(total, wsum, reduction))
         return value, go, ho
 
     # ------------------------------------------------------------------ chunked reductions
@@ -280,6 +388,12 @@ class ElementwiseLoss(Loss):
         if reduction == "mean":
             return dtype.type(loss_sum / weight_sum if weight_sum > 0 else math.nan)
         return dtype.type(loss_sum)
+
+    def _reduce(self, total: float, wsum: float, reduction: str) -> float:
+        """The reduced loss from ``sum(w*l)`` and ``sum(w)``, in float64 (cast by the caller)."""
+        if reduction == "mean":
+            return total / wsum if wsum > 0 else math.nan
+        return total
 
     def _raise_domain(self, flags: int) -> None:
         which = [("y_true", self.y_true_domain, 1), ("y_pred", self.y_pred_domain, 2)]

@@ -16,6 +16,8 @@ cdef extern from "_omp_compat.h":
     long fastloss_enter() noexcept nogil
     void fastloss_leave() noexcept nogil
 
+from fastloss._core cimport team_threads
+
 cdef enum:
     BLOCK = 8192                 # elements per block (a multiple of every SIMD width)
     CHUNK = 512                  # elements per stack buffer inside a block (fits in L1)
@@ -49,19 +51,28 @@ cdef inline Py_ssize_t n_blocks(Py_ssize_t n, Py_ssize_t block) noexcept nogil:
 
 
 cdef inline int threads_for(Py_ssize_t work, int n_threads) noexcept nogil:
-    """Threads worth starting for ``work`` elements, at most ``n_threads``, at least 1."""
+    """Threads worth starting for ``work`` elements, at most ``n_threads``, at least 1.
+
+    Every team of several threads is started through ``_core.team_threads``, which returns 1
+    in a forked child where this thread's OpenMP pool was lost (see _core.pyx: GNU libgomp
+    would hang).
+    """
     cdef Py_ssize_t t = work // MIN_PER_THREAD
     if omp_in_parallel():
         return 1
     if t < 1:
         return 1
     if t < n_threads:
-        return <int>t
-    return n_threads if n_threads > 1 else 1
+        return team_threads(<int>t)
+    return team_threads(n_threads)
 
 
 cdef inline double combine(const double* partials, Py_ssize_t nb) noexcept nogil:
-    """Sum block partials in block order with Neumaier's compensation (deterministic)."""
+    """Sum block partials in block order with Neumaier's compensation (deterministic).
+
+    Once the sum is infinite (an infinite partial, or an overflow), the compensation term is
+    ``inf - inf = NaN`` and meaningless: the sum itself (+-inf, or NaN for inf - inf) is returned.
+    """
     cdef double s = 0.0, c = 0.0, t, x
     cdef Py_ssize_t b
     for b in range(nb):
@@ -72,6 +83,8 @@ cdef inline double combine(const double* partials, Py_ssize_t nb) noexcept nogil
         else:
             c += (x - t) + s
         s = t
+    if s - s != 0.0:        # s is +-inf or NaN
+        return s
     return s + c
 
 

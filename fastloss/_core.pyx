@@ -29,6 +29,66 @@ ctypedef fused floating:
     double
 
 
+# ---------------------------------------------------------------------------- OpenMP after fork
+#
+# GNU libgomp keeps a pool of worker threads per thread that has started a parallel region. A
+# forked child inherits that bookkeeping but not the threads, so the next parallel region of the
+# forking thread waits forever for workers that do not exist (multiprocessing with the "fork"
+# start method after the parent ran a kernel on several threads: a classic hang). Other threads,
+# and threads created in the child, have no stale pool and are not affected.
+#
+# The guard: every team of more than one thread is started through ``team_threads`` (from
+# ``threads_for`` in _blocks.pxd), which records, per thread, that it has a pool. A
+# ``pthread_atfork`` child handler, run in the forking thread of the child, turns that record
+# into "pool lost"; from then on that thread runs every kernel on one thread, which is correct,
+# only slower. State lives here, in one module, so that every kernel module shares it.
+cdef extern from *:
+    """
+    #if defined(_OPENMP) && !defined(_WIN32)
+    #include <pthread.h>
+    static __thread int fl_has_team = 0;    /* this thread has started a team of > 1 threads */
+    static __thread int fl_pool_lost = 0;   /* ...in the parent of this (forked) process */
+    static void fl_after_fork_in_child(void) { if (fl_has_team) fl_pool_lost = 1; }
+    static int fl_watch_fork(void) { return pthread_atfork(NULL, NULL, fl_after_fork_in_child); }
+    static int fl_team_threads(int n)
+    {
+        if (n <= 1) return 1;
+        if (fl_pool_lost) return 1;
+        fl_has_team = 1;
+        return n;
+    }
+    static int fl_threads_lost(void) { return fl_pool_lost; }
+    #else
+    static int fl_watch_fork(void) { return 0; }
+    static int fl_team_threads(int n) { return n > 1 ? n : 1; }
+    static int fl_threads_lost(void) { return 0; }
+    #endif
+    """
+    int fl_watch_fork() noexcept nogil
+    int fl_team_threads(int n) noexcept nogil
+    int fl_threads_lost() noexcept nogil
+
+
+cdef int team_threads(int n) noexcept nogil:
+    """The threads to start for a team of ``n`` (1 in a forked child whose pool is lost)."""
+    return fl_team_threads(n)
+
+
+if fl_watch_fork() != 0:
+    raise ImportError("fastloss: pthread_atfork failed")
+
+
+def threads_lost_to_fork():
+    """Whether this thread runs kernels on one thread because its OpenMP pool was lost in a fork.
+
+    True in a child process made by ``fork`` (``multiprocessing``'s default start method on
+    Linux) when the forking thread had run a kernel on several threads: GNU libgomp would hang
+    there, so fastloss runs serially in that thread. Use the "spawn" or "forkserver" start
+    method to keep every thread.
+    """
+    return bool(fl_threads_lost())
+
+
 def build_info():
     """Facts fixed when the extension was compiled."""
     return {

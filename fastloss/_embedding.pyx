@@ -194,12 +194,12 @@ cdef inline PairDeriv _contrastive_pair(double dist, double label, double margin
     cdef PairDeriv r
     cdef double h
     if label == 0.0:
-        r.loss = 0.5 * dist * dist
+        r.loss = (0.5 * dist) * dist          # not 0.5 * (D * D): D^2 overflows first
         r.dd = dist
         return r
     h = margin - dist
     if h > 0.0:
-        r.loss = 0.5 * h * h
+        r.loss = (0.5 * h) * h
         r.dd = -h
     else:
         r.loss = nan_or(h, 0.0)
@@ -373,10 +373,10 @@ def rows(int task, const floating[:, ::1] x0, const floating[:, ::1] x1,
     _check_rows("g0", g0.shape[0], g0.shape[1], n, d, grad)
     _check_rows("g1", g1.shape[0], g1.shape[1], n, d, grad and two)
     _check_rows("g2", g2.shape[0], g2.shape[1], n, d, grad and three)
+    if n == 0:      # before the next check: an empty loss_out is then a wanted one
+        return 0.0, 0
     if not (want_loss or store or grad):
         raise ValueError("nothing to compute")
-    if n == 0:
-        return 0.0, 0
     cdef Metric m
     m.kind = kind
     m.p = p
@@ -711,10 +711,10 @@ def batch_triplet(int mining, const floating[:, ::1] x, const int64_t[::1] label
     if work.shape[0] != n or work.shape[1] != n:
         raise ValueError(f"work has shape ({work.shape[0]}, {work.shape[1]}), "
                          f"expected ({n}, {n})")
+    if n == 0:      # before the next check: an empty loss_out is then a wanted one
+        return 0.0, 0
     if not (want_loss or store or want_grad):
         raise ValueError("nothing to compute")
-    if n == 0:
-        return 0.0, 0
     cdef Metric m
     m.kind = kind
     m.p = 2.0

@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._base import ArrayLike, Loss
+from ._base import REAL, ArrayLike, ArraySpec, Domain, Loss
 from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
@@ -81,8 +81,23 @@ class RowwiseLoss(Loss):
     y_pred_domain: ClassVar[str] = ""
     has_hessian: ClassVar[bool] = True
     reductions: ClassVar[Tuple[str, ...]] = ("mean", "sum", "none")
+    # The same domains, declaratively (see fastloss._base.Domain); properties where they
+    # depend on a parameter.
+    y_true_values: ClassVar[Domain] = Domain(low=0, high=1)
+    y_pred_values: ClassVar[Domain] = REAL
 
     __slots__ = ()
+
+    def input_forms(self) -> Tuple[Tuple[ArraySpec, ...], ...]:
+        """``(labels (n,), y_pred (n, K))`` and/or ``(rows (n, K), y_pred (n, K))``."""
+        pred = ArraySpec("y_pred", ("n", "K"), self.y_pred_values, grad=True)
+        forms = []
+        if self.label_targets:
+            labels = Domain(low=0, high="K", high_open=True, integer=True, nan=False)
+            forms.append((ArraySpec("y_true", ("n",), labels, labels=True), pred))
+        if self.row_targets:
+            forms.append((ArraySpec("y_true", ("n", "K"), self.y_true_values), pred))
+        return tuple(forms)
 
     # ------------------------------------------------------------------ description hooks
     def _kernel_call(self, target: str, n_classes: int,

@@ -9,6 +9,7 @@ from . import _core
 
 _override: Optional[int] = None
 _OPENMP = bool(_core.build_info()["openmp"])
+_MAX_THREADS = 2**31 - 1
 
 
 def _usable_cpus() -> int:
@@ -27,7 +28,9 @@ def get_num_threads() -> int:
 
     The value set by :func:`set_num_threads` if any; otherwise OpenMP's ``omp_get_max_threads()``
     (which honours ``OMP_NUM_THREADS`` and limits set through threadpoolctl) capped at the CPUs
-    this process may run on. Always 1 in a build without OpenMP.
+    this process may run on. Always 1 in a build without OpenMP, and in a process made by
+    ``fork`` from a thread that had run a kernel on several threads (GNU OpenMP cannot start
+    threads there; see ``fastloss._core.threads_lost_to_fork``).
 
     Returns
     -------
@@ -40,6 +43,8 @@ def get_num_threads() -> int:
     >>> fastloss.get_num_threads() >= 1
     True
     """
+    if _core.threads_lost_to_fork():
+        return 1
     if _override is not None:
         return _override
     if not _OPENMP:
@@ -76,12 +81,14 @@ def check_n_threads(n_threads: object) -> int:
     n = int(n_threads)  # type: ignore[call-overload]
     if n < 1:
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
-    return n
+    # The kernels take a C int (and never start more threads than blocks): a larger request
+    # means "as many as useful", not an OverflowError.
+    return min(n, _MAX_THREADS)
 
 
 def resolve_n_threads(n_threads: Optional[int]) -> int:
     if n_threads is None:
         return get_num_threads()
-    if type(n_threads) is int and n_threads > 0:
+    if type(n_threads) is int and 0 < n_threads <= _MAX_THREADS:
         return n_threads
     return check_n_threads(n_threads)

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._base import ArrayLike, ElementwiseLoss, Param
+from ._base import REAL, ArrayLike, Domain, ElementwiseLoss, Param
 from ._dispatch import kernel_module
 from ._params import ChoiceParam, IntParam, OptionalParam, VectorParam
 from ._registry import register
@@ -56,6 +56,11 @@ def probability_eps(dtype: Any) -> float:
 
 _F64 = np.dtype(np.float64)
 _FROM_LOGITS = Param("from_logits", False, kind="bool")
+# Declarative domains (fastloss._base.Domain) for the generic property tests.
+_UNIT = Domain(low=0, high=1)
+_LOG_UNIT = Domain(high=0)
+# Logits whose differences (z_j - z_k, margins) stay finite.
+_SCORES = Domain(finite_up_to=1e300)
 
 
 def _weighted_mean(y: np.ndarray, w: np.ndarray) -> float:
@@ -110,6 +115,12 @@ class _BinaryLoss(ElementwiseLoss):
         if self.from_logits:
             return "real"
         return "probabilities in [0, 1] (pass from_logits=True for logits)"
+
+    y_true_values = _UNIT
+
+    @property
+    def y_pred_values(self) -> Domain:  # type: ignore[override]
+        return REAL if self.from_logits else _UNIT
 
 
 @register
@@ -293,6 +304,8 @@ def _minimise_constant(loss: ElementwiseLoss, u: np.ndarray, wu: np.ndarray) -> 
 class _HingeBase(_BinaryLoss):
     y_true_domain = "in {-1, 1} or {0, 1}"
     y_pred_domain = "real"  # type: ignore[assignment]
+    y_true_values = Domain(value_sets=((-1.0, 1.0), (0.0, 1.0)), nan=False)
+    y_pred_values = REAL  # type: ignore[assignment]
     __slots__ = ()
 
     def __init__(self) -> None:
@@ -364,6 +377,7 @@ class SquaredHinge(_HingeBase):
     """
 
     name = "squared_hinge"
+    y_pred_values = Domain(finite_up_to=1e150)   # (1 - t z)^2 overflows beyond
     _kernels = ("", "squared_hinge")
     __slots__ = ()
 
@@ -459,6 +473,10 @@ class CategoricalCrossEntropy(RowwiseLoss):
         if self.from_logits:
             return "real"
         return "probabilities in [0, 1] (pass from_logits=True for logits)"
+
+    @property
+    def y_pred_values(self) -> Domain:  # type: ignore[override]
+        return _SCORES if self.from_logits else _UNIT
 
     def _class_weights(self, n_classes: int) -> Optional[np.ndarray]:
         cw = self.class_weight
@@ -576,6 +594,16 @@ class KLDivergence(RowwiseLoss):
             return "log-probabilities <= 0"
         return "probabilities in [0, 1] (pass from_logits=True or log_pred=True otherwise)"
 
+    @property
+    def y_true_values(self) -> Domain:  # type: ignore[override]
+        return _LOG_UNIT if self.log_target else _UNIT
+
+    @property
+    def y_pred_values(self) -> Domain:  # type: ignore[override]
+        if self.from_logits:
+            return _SCORES
+        return Domain(high=0, finite_up_to=1e300) if self.log_pred else _UNIT
+
     def _kernel_call(self, target: str, n_classes: int, dtype: np.dtype):
         pred = "logits" if self.from_logits else ("logproba" if self.log_pred else "proba")
         tgt = "logproba" if self.log_target else "proba"
@@ -642,6 +670,7 @@ class MulticlassHinge(RowwiseLoss):
     )
     row_targets = False
     y_pred_domain = "real"
+    y_pred_values = _SCORES
     __slots__ = ()
 
     def __init__(self, margin: float = 1.0, method: str = "crammer_singer") -> None:

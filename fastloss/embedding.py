@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _core
 from ._dispatch import kernel_module
-from ._base import ArrayLike, Loss, Param
+from ._base import ArrayLike, ArraySpec, Domain, Loss, Param, mean_weights
 from ._registry import register
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
@@ -54,6 +54,10 @@ _FLAG_LABEL, _FLAG_DISTANCE = 1, 2
 _EMPTY2 = {dt: np.empty((0, 0), dt) for dt in EMPTY}
 
 Grads = Tuple[np.ndarray, ...]
+
+# Declarative input descriptions (Loss.input_forms), used by the generic property tests.
+_ROWS = ("n", "d")
+_PAIR_LABELS = ArraySpec("y", ("n",), Domain(value_sets=((0.0, 1.0),), nan=False))
 
 
 def _kind(p: float, squared: bool) -> int:
@@ -129,6 +133,8 @@ class EmbeddingLoss(Loss):
             wsum, negative = _core.weight_sum(w, nt)
             if negative:
                 raise ValueError("sample_weight must be non-negative, got a negative weight")
+            if reduction == "mean":
+                w, wsum = mean_weights(w, wsum, nt)
         else:
             wsum = float(n)
         denom = call.denominator(w, wsum)
@@ -355,6 +361,11 @@ class Contrastive(EmbeddingLoss):
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__(margin=margin)
 
+    def input_forms(self):
+        return ((ArraySpec("x1", _ROWS, grad=True), ArraySpec("x2", _ROWS, grad=True),
+                 _PAIR_LABELS),
+                (ArraySpec("distance", ("n",), Domain(low=0), grad=True), _PAIR_LABELS))
+
     def _parse(self, arrays: tuple) -> _RowsCall:
         if len(arrays) == 3:
             x1, x2 = _matrix(arrays[0], "x1"), _matrix(arrays[1], "x2")
@@ -448,6 +459,10 @@ class Triplet(EmbeddingLoss):
             raise ValueError(f"Triplet: squared=True needs p=2 (squared Euclidean), got p={p!r}")
         super().__init__(margin=margin, p=p, swap=swap, squared=squared, eps=eps)
 
+    def input_forms(self):
+        return (tuple(ArraySpec(nm, _ROWS, grad=True)
+                      for nm in ("anchor", "positive", "negative")),)
+
     def _parse(self, arrays: tuple) -> _RowsCall:
         names = ["anchor", "positive", "negative"]
         if len(arrays) != 3:
@@ -531,7 +546,12 @@ class _BatchTriplet(EmbeddingLoss):
         Param("squared", False, kind="bool"),
     )
     inputs = "(embeddings, labels)"
+    independent_samples = False      # an anchor's loss depends on every row of the batch
     __slots__ = ()
+
+    def input_forms(self):
+        return ((ArraySpec("embeddings", _ROWS, grad=True),
+                 ArraySpec("labels", ("n",), Domain(integer=True, nan=False), labels=True)),)
 
     def __init__(self, margin: float = 1.0, p: float = 2.0, squared: bool = False) -> None:
         if squared is True and isinstance(p, (int, float)) and p != 2:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ._dispatch import kernel_module
-from ._base import ArrayLike, ElementwiseLoss, Param
+from ._base import ArrayLike, Domain, ElementwiseLoss, Param
 from ._registry import register
 
 _regression = kernel_module("_regression")
@@ -23,6 +23,10 @@ __all__ = [
     "MSE", "MAE", "RMSE", "Huber", "PseudoHuber", "Charbonnier", "LogCosh", "Quantile",
     "Poisson", "Gamma", "Tweedie",
 ]
+
+
+# y_pred of the log-link losses is log(mu): exp of it overflows beyond about 700.
+_LOG_MEAN = Domain(finite_up_to=100.0)
 
 
 def _weighted_quantile(y: np.ndarray, w: np.ndarray, q: float) -> float:
@@ -141,11 +145,10 @@ class RMSE(ElementwiseLoss):
     def __init__(self) -> None:
         super().__init__()
 
-    def loss(self, y_true, y_pred, *, sample_weight=None, reduction="mean", loss_out=None,
-             n_threads=None):
-        mse = super().loss(y_true, y_pred, sample_weight=sample_weight, reduction=reduction,
-                           loss_out=loss_out, n_threads=n_threads)
-        return type(mse)(math.sqrt(mse))
+    def _reduce(self, total: float, wsum: float, reduction: str) -> float:
+        # the root of the float64 mean: in float32 the mean itself may overflow (or round)
+        mean = super()._reduce(total, wsum, reduction)
+        return math.sqrt(mean) if mean >= 0 else mean
 
     def gradient(self, y_true, y_pred, *, sample_weight=None, reduction="mean", out=None,
                  n_threads=None):
@@ -154,13 +157,14 @@ class RMSE(ElementwiseLoss):
 
     def loss_gradient(self, y_true, y_pred, *, sample_weight=None, reduction="mean",
                       loss_out=None, gradient_out=None, n_threads=None):
-        # d sqrt(M) = dM / (2 sqrt(M)): one pass for M and dM/dp, then the gradient scaled once.
-        mse, g = super().loss_gradient(y_true, y_pred, sample_weight=sample_weight,
-                                       reduction=reduction, loss_out=loss_out,
-                                       gradient_out=gradient_out, n_threads=n_threads)
-        rmse = math.sqrt(mse)
+        # d sqrt(M) = dM / (2 sqrt(M)): one pass for sqrt(M) and dM/dp, then the gradient
+        # scaled once.
+        value, g = super().loss_gradient(y_true, y_pred, sample_weight=sample_weight,
+                                         reduction=reduction, loss_out=loss_out,
+                                         gradient_out=gradient_out, n_threads=n_threads)
+        rmse = float(value)
         g *= (0.5 / rmse) if rmse > 0 else 0.0
-        return type(mse)(rmse), g
+        return value, g
 
     def reduce_sums(self, loss_sum, weight_sum, reduction="mean", dtype=np.float64):
         """The root of the mean from the totals of :meth:`partial_sums` (squared errors)."""
@@ -341,6 +345,8 @@ class Poisson(_LogLinkBaselineMixin, ElementwiseLoss):
 
     name = "poisson"
     y_true_domain = ">= 0"
+    y_true_values = Domain(low=0)
+    y_pred_values = _LOG_MEAN
     _kernel = staticmethod(_regression.poisson_deviance)
     __slots__ = ()
 
@@ -365,6 +371,8 @@ class Gamma(_LogLinkBaselineMixin, ElementwiseLoss):
 
     name = "gamma"
     y_true_domain = "> 0"
+    y_true_values = Domain(low=0, low_open=True)
+    y_pred_values = _LOG_MEAN
     _kernel = staticmethod(_regression.gamma_deviance)
     __slots__ = ()
 
@@ -417,3 +425,12 @@ class Tweedie(_LogLinkBaselineMixin, ElementwiseLoss):
         if self.power <= 0:
             return "a real number"
         return ">= 0" if self.power < 2 else "> 0"
+
+    # y^(2 - power) grows fast for negative powers: finite up to 1e30 for powers of moderate size
+    y_pred_values = _LOG_MEAN
+
+    @property
+    def y_true_values(self) -> Domain:  # type: ignore[override]
+        if self.power <= 0:
+            return Domain(finite_up_to=1e30)
+        return Domain(low=0, low_open=self.power >= 2, finite_up_to=1e30)
