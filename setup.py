@@ -136,6 +136,11 @@ def _compiles_with_openmp(compiler, cflags, ldflags):
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # the modules are independent: compile them side by side (-j)
+            self.parallel = True
+
     def build_extensions(self):
         kind = _compiler_kind(self.compiler)
         want = os.environ.get("FASTLOSS_OPENMP", "").strip()

@@ -1,4 +1,5 @@
-"""pytest-benchmark suite: every element-wise loss against its NumPy baseline.
+"""pytest-benchmark suite: every loss of ``fastloss bench`` against its NumPy baseline
+(element-wise losses, and softmax cross-entropy with n rows of 10 classes).
 
 Run: ``pytest benchmarks/ --benchmark-only --benchmark-group-by=param:case`` (the NumPy
 baselines live in ``fastloss/_bench.py`` so that ``fastloss bench`` can use them too; they are
@@ -18,7 +19,7 @@ SIZES = [10**3, 10**5, 10**7]
 CASES = [(name, n, dt, t) for name in _bench.BASELINES for n in SIZES
          for dt in ("float64", "float32") for t in (1, 2)]
 CASES += [pytest.param(name, 10**8, "float32", 2, marks=pytest.mark.huge)
-          for name in _bench.BASELINES]
+          for name in _bench.BASELINES if _bench.BASELINES[name][2] != "multiclass"]
 
 
 def _data(name, n, dt):

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Optional, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._threads import resolve_n_threads
+from ._threads import get_num_threads, resolve_n_threads
 from ._validation import (
     EMPTY,
     as_array,
@@ -156,7 +156,7 @@ class Loss:
     # that mine a batch); the generic tests attribute NaN and weights per sample when True.
     independent_samples: ClassVar[bool] = True
 
-    __slots__ = ("_values",)
+    __slots__ = ("_values", "_calls")
 
     def input_forms(self) -> Tuple[Tuple[ArraySpec, ...], ...]:
         """The positional arrays the methods take, one tuple of :class:`ArraySpec` per form.
@@ -178,6 +178,7 @@ class Loss:
         for p in self.params:
             values.append(p.validate(cls, kwargs.get(p.name, p.default)))
         object.__setattr__(self, "_values", tuple(values))
+        object.__setattr__(self, "_calls", {})     # kernel and scalar arguments per dtype
 
     def __getattr__(self, attr: str) -> Any:
         for p, v in zip(type(self).params, object.__getattribute__(self, "_values")):
@@ -227,7 +228,8 @@ def mean_weights(w: Optional[np.ndarray], wsum: float, n_threads: int):
     top = float(np.max(w))
     if not (0.0 < top < math.inf):
         return w, wsum              # NaN or infinite weights: the result is NaN anyway
-    w = np.ldexp(w, -math.frexp(top)[1]).astype(w.dtype, copy=False)
+    # (np.asarray: a ufunc returns a scalar, not an array, for 0-d input)
+    w = np.asarray(np.ldexp(w, -math.frexp(top)[1]), dtype=w.dtype)
     wsum, _ = _core.weight_sum(w.reshape(-1), n_threads)
     return w, wsum
 
@@ -265,6 +267,15 @@ class ElementwiseLoss(Loss):
         depends on a parameter (``from_logits``) overrides this.
         """
         return type(self)._kernel, self._values
+
+    def _kernel_for(self, dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
+        """``_kernel_call_for(dtype)``, computed once per instance and dtype (instances are
+        immutable, and the lookup, e.g. ``finfo(dtype).eps``, costs a good part of a small call)."""
+        try:
+            return self._calls[dtype]
+        except KeyError:
+            call = self._calls[dtype] = self._kernel_call_for(dtype)
+            return call
 
     def _kernel_call_for(self, dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
         """``_kernel_call()`` for a compute dtype; what ``_run`` calls.
@@ -309,9 +320,12 @@ class ElementwiseLoss(Loss):
         ``"mean"`` scaling: the call is then one chunk of a larger array whose total weight it is
         (blockwise derivatives of a mean, as in :mod:`fastloss.dask`).
         """
-        reduction = check_reduction(reduction, self.reductions)
+        # The common call (about 1.5 us of Python for 1,000 elements) avoids helper calls where
+        # an inline test does: check_reduction and resolve_n_threads only on the unusual paths.
+        if type(reduction) is not str or reduction not in self.reductions:
+            check_reduction(reduction, self.reductions)
         yt, yp, w, dtype = self._prepare(y_true, y_pred, sample_weight)
-        nt = resolve_n_threads(n_threads)
+        nt = get_num_threads() if n_threads is None else resolve_n_threads(n_threads)
         shape = yp.shape
         n = yp.size
         empty = EMPTY[dtype]
@@ -334,21 +348,20 @@ class ElementwiseLoss(Loss):
         lo = check_out(loss_out, shape, dtype, "loss_out") if store else None
         go = check_out(gradient_out, shape, dtype, "gradient_out") if grad else None
         ho = check_out(hessian_out, shape, dtype, "hessian_out") if hess else None
-        kernel, args = self._kernel_call_for(dtype)
+        kernel, args = self._kernel_for(dtype)
+        # the kernels read C-contiguous arrays of any shape as their flat sequence
         total, flags = kernel(
-            flat(yt), flat(yp), empty if w is None else flat(w),
-            empty if lo is None else flat(lo), empty if go is None else flat(go),
-            empty if ho is None else flat(ho), loss and not store, scale, nt,
-            _NO_PARTIALS if partials is None else partials, *args,
+            yt, yp, empty if w is None else w, empty if lo is None else lo,
+            empty if go is None else go, empty if ho is None else ho, loss and not store,
+            scale, nt, _NO_PARTIALS if partials is None else partials, *args,
         )
         if flags:
             self._raise_domain(flags)
-        value = None
         if store:
-            value = lo
-        elif loss:
-            value = dtype.type(self._reduce(total, wsum, reduction))
-        return value, go, ho
+            return lo, go, ho
+        if loss:
+            return dtype.type(self._reduce(total, wsum, reduction)), go, ho
+        return None, go, ho
 
     # ------------------------------------------------------------------ chunked reductions
     def partial_sums(self, y_true: ArrayLike, y_pred: ArrayLike, *,

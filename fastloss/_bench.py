@@ -84,6 +84,56 @@ def np_bce_logits(y, z):
     return np.mean(loss), (s - y) / n, s * (1 - s) / n
 
 
+def np_gamma(y, p):
+    # unit deviance with log link: 2 (y e^-p + p - log y - 1)
+    n = p.size
+    r = y * np.exp(-p)
+    return np.mean(2 * (r + p - np.log(y) - 1)), 2 * (1 - r) / n, 2 * r / n
+
+
+def np_tweedie(y, p, power=1.5):
+    a1, a2 = 1 - power, 2 - power
+    n = p.size
+    m1, m2 = np.exp(a1 * p), np.exp(a2 * p)
+    loss = 2 * (y ** a2 / (a1 * a2) - y * m1 / a1 + m2 / a2)
+    return np.mean(loss), 2 * (m2 - y * m1) / n, 2 * (a2 * m2 - a1 * y * m1) / n
+
+
+def np_focal_logits(y, z, alpha=0.25, gamma=2.0):
+    # l = a_t m^g ce with m = 1 - p_t, ce = -log p_t (stable softplus), hard labels y in {0, 1}
+    n = z.size
+    s = 0.5 * (1 + np.tanh(0.5 * z))
+    q = 1 - s
+    at = alpha * y + (1 - alpha) * (1 - y)
+    m = y * q + (1 - y) * s
+    ce = y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)
+    dm = (1 - 2 * y) * s * q
+    dce = s - y
+    mg1 = m ** (gamma - 1)
+    loss = at * m ** gamma * ce
+    grad = at * (gamma * mg1 * dm * ce + m ** gamma * dce)
+    hess = at * (gamma * (gamma - 1) * m ** (gamma - 2) * dm * dm * ce
+                 + gamma * mg1 * dm * (1 - 2 * s) * ce + 2 * gamma * mg1 * dm * dce
+                 + m ** gamma * s * q)
+    return np.mean(loss), grad / n, hess / n
+
+
+def np_softmax_ce(y, z):
+    # integer labels y (n,), logits z (n, K): log-sum-exp - z_y; gradient p - onehot,
+    # diagonal hessian p (1 - p)
+    n = z.shape[0]
+    rows = np.arange(n)
+    y = np.asarray(y, dtype=np.intp)
+    zmax = z.max(axis=1, keepdims=True)
+    e = np.exp(z - zmax)
+    s = e.sum(axis=1, keepdims=True)
+    loss = np.mean(zmax[:, 0] + np.log(s[:, 0]) - z[rows, y])
+    prob = e / s
+    grad = prob.copy()
+    grad[rows, y] -= 1
+    return loss, grad / n, prob * (1 - prob) / n
+
+
 BASELINES: Dict[str, Tuple[Callable, Callable[[], object], str]] = {
     # name: (numpy baseline, fastloss loss factory, data kind)
     "mse": (np_mse, lambda: fastloss.MSE(), "real"),
@@ -92,18 +142,35 @@ BASELINES: Dict[str, Tuple[Callable, Callable[[], object], str]] = {
     "quantile": (np_quantile, lambda: fastloss.Quantile(quantile=0.5), "real"),
     "log_cosh": (np_log_cosh, lambda: fastloss.LogCosh(), "real"),
     "poisson": (np_poisson, lambda: fastloss.Poisson(), "count"),
+    "gamma": (np_gamma, lambda: fastloss.Gamma(), "positive"),
+    "tweedie": (np_tweedie, lambda: fastloss.Tweedie(power=1.5), "count"),
 }
 if "binary_cross_entropy" in fastloss.available():
     BASELINES["bce_logits"] = (
         np_bce_logits, lambda: fastloss.get("binary_cross_entropy", from_logits=True), "binary")
+    BASELINES["focal_logits"] = (
+        np_focal_logits, lambda: fastloss.get("focal", from_logits=True), "binary")
+    # n is the number of rows here (K = 10 classes), as in "10^7 x 10"
+    BASELINES["softmax_ce"] = (
+        np_softmax_ce, lambda: fastloss.get("categorical_cross_entropy", from_logits=True),
+        "multiclass")
 
 DEFAULT_LOSSES = ["mse", "huber", "log_cosh", "poisson"] + (
     ["bce_logits"] if "bce_logits" in BASELINES else [])
 
 
+N_CLASSES = 10
+
+
 def make_data(kind: str, n: int, dtype, seed: int = 0):
     rng = np.random.default_rng(seed)
-    if kind == "count":
+    if kind == "multiclass":
+        y = rng.integers(0, N_CLASSES, n)
+        p = (rng.standard_normal((n, N_CLASSES)) * 2.0).astype(dtype)
+    elif kind == "positive":
+        y = rng.gamma(2.0, 1.5, n).astype(dtype)
+        p = (np.log(y) + rng.standard_normal(n) * 0.5).astype(dtype)
+    elif kind == "count":
         y = rng.poisson(3.0, n).astype(dtype)
         p = (rng.standard_normal(n) * 0.5 + 1.0).astype(dtype)
     elif kind == "binary":
@@ -164,7 +231,14 @@ def run_case(name: str, n: int, dtype, threads: int, repeat: int) -> Row:
 
     t_fl = best_time(fl, repeat)
     t_np = best_time(base, max(2, repeat // 2)) if n <= 10**8 else float("nan")
-    t_probe = best_time(lambda: _core.stream_probe(y, p, g, h, threads), repeat)
+    if y.shape == p.shape:
+        a, b, c, d = y, p, g, h
+    else:
+        # row-wise: y_pred read, gradient and hessian written (n K each) and the labels read;
+        # the probe moves as many bytes in four arrays of one length
+        m = (3 * p.size * p.itemsize + y.nbytes) // (4 * p.itemsize)
+        a, b, c, d = (np.ones(m, p.dtype) for _ in range(4))
+    t_probe = best_time(lambda: _core.stream_probe(a, b, c, d, threads), repeat)
     return Row(name, n, np.dtype(dtype).name, threads, t_fl, t_np, t_np / t_fl, t_probe,
                t_probe / t_fl)
 
@@ -232,7 +306,8 @@ def add_parser(subparsers):
                     "NumPy baseline side by side, and as a fraction of a memory-bandwidth probe "
                     "with the same traffic. The default selection runs in well under a minute.")
     p.add_argument("--losses", default=",".join(DEFAULT_LOSSES),
-                   help=f"comma-separated, from: {', '.join(BASELINES)} (default: %(default)s)")
+                   help=f"comma-separated, from: {', '.join(BASELINES)}; or all (default: "
+                        "%(default)s; softmax_ce's n is rows of 10 classes)")
     p.add_argument("--sizes", default="1e3,1e5,1e7", help="element counts (default: %(default)s)")
     p.add_argument("--dtypes", default="float64,float32", help="(default: %(default)s)")
     p.add_argument("--threads", default=None,
@@ -245,6 +320,8 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     losses = [s for s in args.losses.split(",") if s]
+    if losses == ["all"]:
+        losses = list(BASELINES)
     unknown = [s for s in losses if s not in BASELINES]
     if unknown:
         raise SystemExit(f"fastloss bench: unknown loss {unknown}; choose from {list(BASELINES)}")

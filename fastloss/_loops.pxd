@@ -28,12 +28,13 @@ ctypedef fused floating:
     float
     double
 
-# eval(y, p, m, kind, L, G, H, flag, params): fill L/G/H[0:m] for elements y[0:m], p[0:m];
-# kind bits: 1 loss, 2 gradient, 4 hessian; OR domain-flag bits into flag[0].
-ctypedef void (*eval_f32_t)(const float* y, const float* p, Py_ssize_t m, int kind,
+# eval(y, p, m, L, G, H, flag, params): fill L/G/H[0:m] for elements y[0:m], p[0:m], those of
+# its kind; OR domain-flag bits into flag[0]. A loss hands over a table of 8 of them indexed by
+# the kind bits (1 loss, 2 gradient, 4 hessian).
+ctypedef void (*eval_f32_t)(const float* y, const float* p, Py_ssize_t m,
                             double* L, double* G, double* H, char* flag,
                             const double* prm) noexcept nogil
-ctypedef void (*eval_f64_t)(const double* y, const double* p, Py_ssize_t m, int kind,
+ctypedef void (*eval_f64_t)(const double* y, const double* p, Py_ssize_t m,
                             double* L, double* G, double* H, char* flag,
                             const double* prm) noexcept nogil
 
@@ -41,7 +42,8 @@ ctypedef void (*eval_f64_t)(const double* y, const double* p, Py_ssize_t m, int 
 cdef inline double run_block(const floating* y, const floating* p, const floating* w,
                              floating* lo, floating* go, floating* ho, double scale,
                              Py_ssize_t start, Py_ssize_t stop, int variant, char* bad,
-                             eval_f32_t f32, eval_f64_t f64, const double* prm) noexcept nogil:
+                             const eval_f32_t* f32, const eval_f64_t* f64,
+                             const double* prm) noexcept nogil:
     cdef double Lb[CHUNK]
     cdef double Gb[CHUNK]
     cdef double Hb[CHUNK]
@@ -53,9 +55,9 @@ cdef inline double run_block(const floating* y, const floating* p, const floatin
     while c0 < stop:
         m = stop - c0 if stop - c0 < CHUNK else CHUNK
         if floating is float:
-            f32(y + c0, p + c0, m, kind, Lb, Gb, Hb, &flag, prm)
+            f32[kind](y + c0, p + c0, m, Lb, Gb, Hb, &flag, prm)
         else:
-            f64(y + c0, p + c0, m, kind, Lb, Gb, Hb, &flag, prm)
+            f64[kind](y + c0, p + c0, m, Lb, Gb, Hb, &flag, prm)
         if kind & 1:
             if store:
                 if weighted:
@@ -90,8 +92,8 @@ cdef inline double run_block(const floating* y, const floating* p, const floatin
 
 cdef inline double run_typed_block(int typenum, void* yt, void* yp, void* w, void* lo,
                                    void* go, void* ho, double scale, Py_ssize_t b, Py_ssize_t n,
-                                   int variant, char* bad, eval_f32_t f32, eval_f64_t f64,
-                                   const double* prm) noexcept nogil:
+                                   int variant, char* bad, const eval_f32_t* f32,
+                                   const eval_f64_t* f64, const double* prm) noexcept nogil:
     """Block ``b`` of ``n`` elements, for the dtype ``typenum`` (float64 or float32)."""
     cdef Py_ssize_t start = b * BLOCK
     cdef Py_ssize_t stop = start + BLOCK if start + BLOCK < n else n
@@ -105,17 +107,18 @@ cdef inline double run_typed_block(int typenum, void* yt, void* yp, void* w, voi
 
 cdef inline void* array_ptr(object arr, str name, int typenum, Py_ssize_t n,
                             bint allow_empty, bint writeable) except? NULL:
-    """Data pointer of a 1-D C-contiguous array of ``typenum`` with ``n`` elements (or 0 when
-    ``allow_empty``; then NULL). Checking the buffer here, with the NumPy C API, costs a few
-    tens of ns where acquiring a typed memoryview costs about a microsecond."""
+    """Data pointer of a C-contiguous array (any shape, read as its flat sequence) of
+    ``typenum`` with ``n`` elements (or 0 when ``allow_empty``; then NULL). Checking the buffer
+    here, with the NumPy C API, costs a few tens of ns where acquiring a typed memoryview costs
+    about a microsecond, and the caller needs no reshape to 1-D."""
     if not cnp.PyArray_Check(arr):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(arr).__name__}")
     cdef cnp.ndarray a = <cnp.ndarray>arr
-    if cnp.PyArray_NDIM(a) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{name} must be 1-D and C-contiguous")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{name} must be C-contiguous")
     if cnp.PyArray_TYPE(a) != typenum:
         raise ValueError(f"{name} has dtype {a.dtype}, expected {cnp.PyArray_DescrFromType(typenum)}")
-    cdef Py_ssize_t size = cnp.PyArray_DIM(a, 0)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     if size == 0 and allow_empty:
         return NULL
     if size != n:
@@ -129,10 +132,11 @@ cdef inline void* array_ptr(object arr, str name, int typenum, Py_ssize_t n,
 cdef inline object run_elementwise(object y_true, object y_pred, object sample_weight,
                                    object loss_out, object gradient_out, object hessian_out,
                                    bint want_loss, double scale, int n_threads, object partials,
-                                   eval_f32_t f32, eval_f64_t f64, const double* prm):
+                                   const eval_f32_t* f32, const eval_f64_t* f64,
+                                   const double* prm):
     """Check the arrays, pick the variant, run the blocks in parallel, combine in order.
 
-    All arrays are 1-D C-contiguous of one float dtype (float32 or float64, that of ``y_pred``);
+    All arrays are C-contiguous (any shape; the flat sequence is used) of one float dtype (float32 or float64, that of ``y_pred``);
     empty optional arrays mean "none"; ``partials`` is float64 with one slot per block, or empty.
     Returns ``(sum of w*l, domain flags)`` (see ``_elementwise.tpi``).
     """

@@ -42,3 +42,13 @@ def test_bench_command_table_and_errors(capsys):
     assert "speed-up" in out and "memory bound" in out and "float32" in out
     with pytest.raises(SystemExit, match="unknown loss"):
         main(["bench", "--losses", "nope"])
+
+
+def test_bench_all_losses_and_rowwise_probe(capsys):
+    """``--losses all`` runs every baseline, the row-wise one (softmax_ce, n rows of K classes)
+    included, with a probe of the same traffic."""
+    assert main(["bench", "--losses", "all", "--sizes", "300", "--dtypes", "float64",
+                 "--threads", "1", "--repeat", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["loss"] for r in rows] == list(_bench.BASELINES)
+    assert all(r["fastloss_s"] > 0 and r["probe_s"] > 0 for r in rows)

@@ -13,8 +13,8 @@ from fastloss._dispatch import kernel_module
 mpmath.mp.dps = 40
 PATHS = ["baseline"] + (["avx2"] if importlib.util.find_spec("fastloss._core_avx2") else [])
 FUNCS = {"exp": mpmath.exp, "expm1": mpmath.expm1, "log": mpmath.log, "log1p": mpmath.log1p,
-         "tanh": mpmath.tanh}
-MAX_ULP = {"exp": 1.0, "expm1": 4.0, "log": 2.0, "log1p": 2.5, "tanh": 3.0}
+         "tanh": mpmath.tanh, "log1p_unit": mpmath.log1p}
+MAX_ULP = {"exp": 1.0, "expm1": 4.0, "log": 2.0, "log1p": 2.5, "tanh": 3.0, "log1p_unit": 2.5}
 
 
 def _inputs(name, rng):
@@ -24,6 +24,11 @@ def _inputs(name, rng):
     if name == "log1p":
         return np.concatenate([rng.uniform(-0.999, 1, 600), 10 ** rng.uniform(-300, 300, 300),
                                -(10 ** rng.uniform(-300, -0.01, 300)), [1e-300, -1e-300]])
+    if name == "log1p_unit":   # its domain, [-0.6, 1], with the reduction's switch points
+        return np.concatenate([rng.uniform(-0.6, 1, 1500), 10 ** rng.uniform(-300, 0, 300),
+                               -(10 ** rng.uniform(-300, -0.23, 300)),
+                               np.nextafter(np.sqrt(2) - 1, [0, 1]),
+                               np.nextafter(np.sqrt(0.5) - 1, [-1, 0]), [-0.6, 1.0, 5e-324]])
     return np.concatenate([rng.uniform(-700, 700, 600), rng.uniform(-1, 1, 600),
                            rng.uniform(-1e-6, 1e-6, 100), [-745.1, -740.0, -708.5, 709.7,
                                                            0.34657, -0.34658, 1e-300]])
@@ -51,6 +56,15 @@ def test_accuracy_in_ulps(path, name):
     core.vmath_eval(name, x, out)
     worst = max(_ulps(o, FUNCS[name](mpmath.mpf(float(v)))) for v, o in zip(x, out))
     assert worst <= MAX_ULP[name]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_log1p_unit_signed_zero_and_nan(path):
+    core = _cands(path)
+    x = np.array([-0.0, 0.0, np.nan])
+    out = np.empty_like(x)
+    core.vmath_eval("log1p_unit", x, out)
+    assert np.signbit(out[0]) and out[0] == 0 and not np.signbit(out[1]) and np.isnan(out[2])
 
 
 @pytest.mark.parametrize("path", PATHS)
