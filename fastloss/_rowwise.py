@@ -17,7 +17,7 @@ of ``_multiclass`` and its trailing arguments) and, where they apply, ``_class_w
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -85,6 +85,9 @@ class RowwiseLoss(Loss):
     # depend on a parameter.
     y_true_values: ClassVar[Domain] = Domain(low=0, high=1)
     y_pred_values: ClassVar[Domain] = REAL
+    # The smallest valid size of each shape symbol of input_forms: a row needs one class at
+    # least (K = 0 raises ValueError).
+    min_sizes: ClassVar[Dict[str, int]] = {"K": 1}
 
     __slots__ = ()
 

@@ -106,8 +106,18 @@ def loss_instances(draw, name: str, mode: str = "any"):
 SPECIAL_SHAPES = [(), (0,), (1,), (1, 1), (5, 1), (1, 5), (0, 3), (3, 0), (2, 3, 2)]
 
 
+def min_sizes(loss) -> Dict[str, int]:
+    """The smallest valid size of each shape symbol (``Loss.min_sizes``; 0 when not declared).
+
+    Row-wise losses need ``K >= 1`` columns; a smaller size is a bad input (ValueError).
+    """
+    return dict(getattr(loss, "min_sizes", None) or {})
+
+
 @st.composite
-def sizes_for(draw, form: Sequence[ArraySpec], max_rows: int = 6, max_cols: int = 4):
+def sizes_for(draw, form: Sequence[ArraySpec], max_rows: int = 6, max_cols: int = 4,
+              mins: Optional[Dict[str, int]] = None):
+    mins = mins or {}
     symbols = {s for spec in form for s in spec.shape}
     sizes: Dict[str, Any] = {}
     if "*" in symbols:
@@ -116,7 +126,8 @@ def sizes_for(draw, form: Sequence[ArraySpec], max_rows: int = 6, max_cols: int 
             st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
         ))
     for s in sorted(symbols - {"*"}):
-        sizes[s] = draw(st.integers(0, max_rows if s == "n" else max_cols))
+        top = max_rows if s == "n" else max_cols
+        sizes[s] = draw(st.integers(min(mins.get(s, 0), top), top))
     return sizes
 
 
@@ -226,7 +237,7 @@ def calls(draw, name: str, mode: str = "any", weights: Optional[bool] = None,
     if loss is None:
         loss = draw(loss_instances(name, "any" if mode == "any" else "moderate"))
     form = draw(st.sampled_from(loss.input_forms()))
-    sizes = draw(sizes_for(form))
+    sizes = draw(sizes_for(form, mins=min_sizes(loss)))
     dtype = draw(st.sampled_from(dtypes))
     values = [draw(spec_values(spec, sizes, dtype, mode)) for spec in form]
     w = None
@@ -340,7 +351,7 @@ def large_sizes(form: Sequence[ArraySpec], work: int) -> Dict[str, Any]:
     symbols = {s for spec in form for s in spec.shape}
     if "*" in symbols:
         return {"*": (work // 64, 64)}
-    sizes = {s: 8 for s in symbols}
+    sizes = {s: 8 for s in symbols}  # >= every declared minimum
     sizes["n"] = max(8, work // 8)
     return sizes
 
