@@ -67,6 +67,21 @@ def as_labels(y: np.ndarray) -> np.ndarray:
     return np.clip(y, -(2.0**62), 2.0**62).astype(np.int64)
 
 
+def unit_sum_weights(w: Optional[np.ndarray], n: int, denom: float,
+                     dtype: np.dtype) -> np.ndarray:
+    """The weights (ones when ``w`` is None) times ``2**-k``, so the mean's ``denom`` is < 1.
+
+    For a ``"mean"`` whose float64 sum of ``w*l`` overflowed although the mean may not have
+    (n losses near the float64 maximum): with weights summing to less than 1, ``sum(w*l)`` is
+    at most ``max(l)``. A power of two scales the numerator and the denominator of the mean
+    exactly, so the mean is unchanged (to the rounding of a sum); weights that underflow carry
+    a negligible part of such a mean. ``denom`` must be homogeneous of degree 1 in the weights.
+    """
+    k = math.frexp(denom)[1]
+    base = np.ones(n, dtype) if w is None else w
+    return np.ldexp(base, -k).astype(dtype, copy=False)
+
+
 class RowwiseLoss(Loss):
     """A loss where each row of ``y_pred`` (n, K) is a sample (see the module docstring).
 
@@ -235,6 +250,21 @@ class RowwiseLoss(Loss):
         )
         if flags:
             self._raise_domain(flags, target, yt, k)
+        if (loss and reduction == "mean" and math.isinf(total) and 0 < denom < math.inf
+                and dtype == np.float64 and partials is None):
+            # sum(w*l) overflowed; the mean may not have: the loss again, with weights scaled
+            # to sum below 1 (the gradient above is unchanged: it carries w / denom)
+            w2 = unit_sum_weights(w, n, denom, dtype)
+            denom2 = denom
+            if target == "label":
+                ign = self._ignore()
+                denom2, _ = _multiclass.label_weight_sum(
+                    yt, self._label_weights(k), w2, 0 if ign is None else ign,
+                    ign is not None, nt)
+            else:
+                denom2, _ = _core.weight_sum(w2, nt)
+            total, _ = kernel(yp, yt, w2, empty, e2, e2, True, 1.0, nt, _NO_PARTIALS, *args)
+            denom = denom2
         value = None
         if store:
             value = lo

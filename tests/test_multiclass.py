@@ -1018,3 +1018,25 @@ def test_kernels_check_sizes_themselves():
                                                e2, True, 1.0, 1, e, cw, 0.0, 0, False)
     assert flags == 1
     assert _multiclass.label_weight_sum(np.array([0, 5, 1]), cw, e, 0, False, 1) == (2.0, 1)
+
+
+def test_regression_mean_of_huge_losses_does_not_overflow():
+    """A "mean" of row losses near the float64 maximum was inf: the float64 sum of w*l
+    overflowed although the mean itself is finite (found by test_weights_scale_per_sample).
+    The reference is the row loss from its formula, lse(z) - z_y = |z_1 - z_0| for a row
+    (-a, a), and the mean of equal rows is that row's loss."""
+    a = 8e307
+    z = np.array([[-a, a]] * 3)
+    ce = fastloss.CategoricalCrossEntropy(from_logits=True)
+    row = float(mpmath.mpf(a) - mpmath.mpf(-a))          # lse(z) - z_0 = 2a, exp(-2a) = 0
+    assert ce.loss([0, 0, 0], z) == pytest.approx(row, rel=1e-15)
+    w = np.array([1.0, 2.0, 0.5])
+    assert ce.loss([0, 0, 0], z, sample_weight=w) == pytest.approx(row, rel=1e-15)
+    value, g = ce.loss_gradient([0, 0, 0], z, sample_weight=w)
+    assert value == pytest.approx(row, rel=1e-15)
+    # the gradient w_i (softmax - onehot) / sum(w) is that of the unscaled call, bit for bit
+    assert np.array_equal(g, ce.gradient([0, 0, 0], z, sample_weight=w))
+    np.testing.assert_allclose(g, (w / w.sum())[:, None] * np.array([[-1.0, 1.0]]), rtol=1e-15)
+    hinge = fastloss.MulticlassHinge(margin=1.5e308)
+    assert hinge.loss([0, 1, 0], np.zeros((3, 2))) == 1.5e308          # max(0, margin + 0 - 0)
+    assert hinge.loss([0, 1], np.zeros((2, 2)), reduction="sum") == np.inf   # the sum is inf
