@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._base import REAL, ArrayLike, ArraySpec, Domain, Loss
+from ._base import REAL, ArrayLike, ArraySpec, Domain, Loss, mean_weights
 from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
@@ -116,6 +116,27 @@ class RowwiseLoss(Loss):
         if self.row_targets:
             forms.append((ArraySpec("y_true", ("n", "K"), self.y_true_values), pred))
         return tuple(forms)
+
+    def mean_sample_weights(self, y_true: ArrayLike, y_pred: ArrayLike, *,
+                            sample_weight: ArrayLike = None) -> np.ndarray:
+        """Each row's part of the denominator of ``"mean"`` (float64, shape (n,)).
+
+        ``w_i`` (1 without weights) with target rows; with integer labels
+        ``w_i class_weight[y_i]``, and 0 for rows labelled ``ignore_index`` (PyTorch's
+        convention). ``"mean"`` is ``sum_i w_i l_i`` divided by their sum (NaN when it is 0).
+        """
+        target, yt, yp, w, _ = self._prepare(y_true, y_pred, sample_weight)
+        n, k = yp.shape
+        out = np.ones(n) if w is None else w.astype(np.float64)
+        if target == "label":
+            labels = np.asarray(yt, np.int64)
+            ign = self._ignore()
+            keep = (labels >= 0) & (labels < k)
+            cw = self._label_weights(k)
+            out = out * np.where(keep, cw[np.where(keep, labels, 0)], 0.0)
+            if ign is not None:
+                out = np.where(labels == ign, 0.0, out)
+        return out
 
     # ------------------------------------------------------------------ description hooks
     def _kernel_call(self, target: str, n_classes: int,
@@ -224,6 +245,9 @@ class RowwiseLoss(Loss):
                 raise ValueError("sample_weight must be non-negative, got a negative weight")
             if reduction == "mean" and wsum == 0 and n > 0:
                 raise ValueError("sample_weight must not sum to 0 with reduction='mean'")
+            if reduction == "mean":
+                # a sum of weights that is subnormal or overflows: a power-of-two rescale
+                w, wsum = mean_weights(w, wsum, nt)
         else:
             wsum = float(n)
         kernel, args = self._kernel_call(target, k, dtype)

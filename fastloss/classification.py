@@ -466,6 +466,8 @@ class CategoricalCrossEntropy(RowwiseLoss):
         IntParam("ignore_index", None, optional=True),
     )
     y_true_domain = "target probabilities in [0, 1]"
+    # the shape of vector parameters, in the symbols of input_forms (for the generic tests)
+    param_shapes = {"class_weight": ("K",)}
     __slots__ = ()
 
     def __init__(self, from_logits: bool = False,

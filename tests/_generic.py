@@ -19,6 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastloss
 from fastloss._base import ArraySpec, Domain, Param
+from fastloss._params import ChoiceParam, IntParam, OptionalParam, VectorParam
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -81,15 +82,26 @@ def _param_floats(p: Param, mode: str) -> st.SearchStrategy:
 def loss_instances(draw, name: str, mode: str = "any"):
     """A loss of class ``name`` with parameters drawn from their declared domains.
 
-    Parameters of types the tests do not know (subclasses of Param) keep their default.
-    Combinations the constructor rejects (e.g. ``squared=True`` with ``p != 2``) are skipped.
+    Numbers and flags (``Param``), numbers or None (``OptionalParam``), integers or None
+    (``IntParam``: small values, which may coincide with labels), choices (``ChoiceParam``).
+    Vectors (``VectorParam``) are drawn by :func:`calls` once the shapes are known, when the
+    loss declares their shape (``param_shapes``); otherwise they, and parameters of kinds the
+    tests do not know, keep their default. Combinations the constructor rejects (e.g.
+    ``squared=True`` with ``p != 2``) are skipped.
     """
     cls = loss_class(name)
     kwargs: Dict[str, Any] = {}
     for p in cls.params:
-        if type(p) is not Param:
+        if isinstance(p, ChoiceParam):
+            kwargs[p.name] = draw(st.sampled_from(p.choices))
+        elif isinstance(p, IntParam):
+            ints = st.integers(-2, 4)
+            kwargs[p.name] = draw(st.one_of(st.none(), ints) if p.optional else ints)
+        elif isinstance(p, OptionalParam):
+            kwargs[p.name] = draw(st.one_of(st.none(), _param_floats(p, mode)))
+        elif type(p) is not Param:
             continue
-        if p.kind == "bool":
+        elif p.kind == "bool":
             kwargs[p.name] = draw(st.booleans())
         elif p.kind == "float":
             kwargs[p.name] = draw(_param_floats(p, mode))
@@ -97,6 +109,49 @@ def loss_instances(draw, name: str, mode: str = "any"):
         return cls(**kwargs)
     except ValueError:
         assume(False)
+
+
+@st.composite
+def with_vector_params(draw, loss, sizes: Dict[str, Any], mode: str = "any"):
+    """``loss`` with each vector parameter of declared shape (``param_shapes``, e.g.
+    ``class_weight``: ``("K",)``) drawn as None or a vector of that length in its domain."""
+    shapes = getattr(loss, "param_shapes", None) or {}
+    params = {p.name: p for p in type(loss).params}
+    changes = {}
+    for pname, shape in shapes.items():
+        p = params[pname]
+        if not isinstance(p, VectorParam) or not draw(st.booleans()):
+            continue
+        length = int(np.prod([sizes[s] for s in shape]))
+        if length == 0:
+            continue
+        lo = -1e6 if p.low is None else p.low
+        hi = 1e6 if p.high is None else p.high
+        el = st.one_of(st.sampled_from([v for v in (lo, 0.0, 1.0, 2.5, hi) if lo <= v <= hi]),
+                       st.floats(lo, hi, allow_nan=False, allow_infinity=False))
+        if mode != "any":
+            el = st.one_of(st.just(0.0), st.floats(max(lo, 0.0078125), min(hi, 128.0)))
+        vec = tuple(draw(st.lists(el, min_size=length, max_size=length)))
+        if p.check is not None and not p.check(vec):
+            continue
+        changes[pname] = vec
+    if not changes:
+        return loss
+    try:
+        return type(loss)(**{**loss.get_params(), **changes})
+    except ValueError:
+        assume(False)
+
+
+def mean_denominator(call: "Call", weights: Optional[np.ndarray]) -> np.ndarray:
+    """Each sample's part of a "mean"'s denominator: the weights (ones without), or what the
+    loss declares (``mean_sample_weights``: class weights, ignored rows...)."""
+    fn = getattr(call.loss, "mean_sample_weights", None)
+    w = np.ones(call.n_samples) if weights is None else np.asarray(weights, np.float64)
+    if fn is None:
+        return w
+    arrays = arrays_of(call)
+    return np.asarray(fn(*arrays, sample_weight=w), np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +293,7 @@ def calls(draw, name: str, mode: str = "any", weights: Optional[bool] = None,
         loss = draw(loss_instances(name, "any" if mode == "any" else "moderate"))
     form = draw(st.sampled_from(loss.input_forms()))
     sizes = draw(sizes_for(form, mins=min_sizes(loss)))
+    loss = draw(with_vector_params(loss, sizes, mode))
     dtype = draw(st.sampled_from(dtypes))
     values = [draw(spec_values(spec, sizes, dtype, mode)) for spec in form]
     w = None

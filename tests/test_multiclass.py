@@ -1040,3 +1040,27 @@ def test_regression_mean_of_huge_losses_does_not_overflow():
     hinge = fastloss.MulticlassHinge(margin=1.5e308)
     assert hinge.loss([0, 1, 0], np.zeros((3, 2))) == 1.5e308          # max(0, margin + 0 - 0)
     assert hinge.loss([0, 1], np.zeros((2, 2)), reduction="sum") == np.inf   # the sum is inf
+
+
+def test_regression_subnormal_weights():
+    """Found by test_weights_scale_per_sample (KLDivergence(log_target=True), one row):
+
+    * the "mean" with weights summing to a subnormal was 36.0 instead of -log(eps) = 36.04...:
+      w * l was rounded to the subnormal grid (the row-wise path did not rescale the weights
+      as the element-wise one does);
+    * the per-row gradient -w t / q for w = 5e-324 was -0.0 instead of -8.19e-309: the kernel
+      formed w * t first, which underflowed, before dividing by the clipped q = eps.
+    The references are the formulas with mpmath."""
+    eps = probability_eps(np.float64)
+    kl = fastloss.KLDivergence(log_target=True)
+    expect = float(-mpmath.log(mpmath.mpf(eps)))                   # t = exp(0) = 1, q = eps
+    assert kl.loss([[0.0]], [[0.0]], sample_weight=[5e-324]) == pytest.approx(expect, rel=1e-15)
+    ce = fastloss.CategoricalCrossEntropy()
+    assert ce.loss([0, 1], [[0.0, 1.0], [0.5, 0.5]], sample_weight=[5e-324, 5e-324]) \
+        == pytest.approx(float((-mpmath.log(mpmath.mpf(eps)) - mpmath.log(0.5)) / 2), rel=1e-15)
+    g = kl.gradient([[-1.0]], [[0.0]], sample_weight=[5e-324], reduction="none")
+    ref = float(-mpmath.mpf(5e-324) * mpmath.exp(-1) / mpmath.mpf(eps))
+    assert g[0, 0] == pytest.approx(ref, rel=1e-15)
+    _, h = kl.gradient_hessian([[-1.0]], [[0.0]], sample_weight=[5e-324])   # w t / q^2
+    assert h[0, 0] == pytest.approx(
+        float(mpmath.mpf(5e-324) * mpmath.exp(-1) / mpmath.mpf(eps) ** 2), rel=1e-15)

@@ -45,7 +45,7 @@ from fastloss._dispatch import simd_path
 
 from _generic import (
     F32, F64, LAYOUTS, NAMES, Call, apply_layout, arrays_of, as_tuple, calls, flat_outputs,
-    numpy_call, run_all, same, same_result, shape_of, weight_shape, weights_of,
+    mean_denominator, numpy_call, run_all, same, same_result, shape_of, weight_shape, weights_of,
 )
 
 SCALE = int(os.environ.get("FASTLOSS_FUZZ_SCALE", "1"))
@@ -127,16 +127,27 @@ def _expand(mask: np.ndarray, shape: tuple) -> np.ndarray:
     return np.broadcast_to(mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim)), shape)
 
 
+def _mean_undefined(call: Call) -> bool:
+    """Whether a "mean" divides by 0 without raising: the loss's own denominator
+    (``mean_sample_weights``: every row ignored or of class weight 0) is 0, which is NaN
+    (PyTorch's convention; a zero ``sum(sample_weight)`` raises instead)."""
+    if int(np.prod(call.n_samples)) == 0:
+        return True
+    return not math.fsum(mean_denominator(call, call.weights).ravel()) > 0
+
+
 def _check_nan(call: Call, results: dict) -> None:
     allowed = _nan_allowed(call)
     any_allowed = bool(allowed.any()) or int(np.prod(call.n_samples)) == 0
+    undefined_mean = _mean_undefined(call)
     for key, value in results.items():
         if isinstance(value, Exception):
             continue
         for kind, out in flat_outputs(key, value):
             arr = np.asarray(out)
             if arr.ndim == 0 and not (kind == "loss" and key[1] == "none"):
-                assert not np.isnan(arr) or any_allowed, (key, kind, out)
+                ok = any_allowed or (undefined_mean and key[1] == "mean")
+                assert not np.isnan(arr) or ok, (key, kind, out)
                 continue
             nan = np.isnan(arr)
             if nan.any():
@@ -299,11 +310,15 @@ def test_finite_inputs_give_finite_outputs(name, data):
     call = data.draw(calls(name, "moderate", dtypes=(F64,)), label="call")
     assume(int(np.prod(call.n_samples)) > 0)
     results = run_all(call.loss, arrays_of(call), weights_of(call))
+    undefined_mean = _mean_undefined(call)
     for key, value in results.items():
         if isinstance(value, Exception):
             assert _is_mean_error(key, value), (key, repr(value))
             continue
         for kind, out in flat_outputs(key, value):
+            if kind == "loss" and key[1] == "mean" and undefined_mean:
+                assert np.isnan(out), (key, out)          # 0 / 0, documented
+                continue
             assert np.all(np.isfinite(out)), (key, kind, out)
 
 
@@ -360,9 +375,13 @@ def test_weights_scale_per_sample(name, data):
             lm = float(loss.loss(*arrays, sample_weight=w, reduction="mean"))
             ws = np.ldexp(wd, -math.frexp(float(np.max(wd)))[1])   # exact; no subnormal w*l
             terms = ws * np.asarray(l1, np.float64)
-            ref = math.fsum(terms.ravel()) / math.fsum(ws.ravel())
-            bound = 8 * eps * (math.fsum(np.abs(terms).ravel()) / math.fsum(ws.ravel())) + tiny
-            if np.isfinite(ref):
+            den = math.fsum(mean_denominator(call, ws).ravel())     # sum(w) or as declared
+            ref = math.fsum(terms.ravel()) / den if den > 0 else math.nan
+            bound = 8 * eps * (math.fsum(np.abs(terms).ravel()) / den) if den > 0 else 0.0
+            bound += tiny
+            if not den > 0:
+                assert np.isnan(lm), lm
+            elif np.isfinite(ref):
                 assert abs(lm - ref) <= bound + 4 * eps * abs(ref), (lm, ref)
 
 
