@@ -67,6 +67,18 @@ def as_labels(y: np.ndarray) -> np.ndarray:
     return np.clip(y, -(2.0**62), 2.0**62).astype(np.int64)
 
 
+_F32_ROUNDS_TO_INF = 3.4028235677973366e38     # float32 max + half an ulp: rounds to inf
+
+
+def to_dtype(x: float, dtype: np.dtype):
+    """A float64 result as a scalar of ``dtype``: overflow to +-inf is the correctly rounded
+    value, without NumPy's "overflow encountered in cast" warning."""
+    if dtype == np.float32 and not abs(x) < _F32_ROUNDS_TO_INF and not math.isnan(x):
+        with np.errstate(over="ignore"):
+            return dtype.type(x)
+    return dtype.type(x)
+
+
 def unit_sum_weights(w: Optional[np.ndarray], n: int, denom: float,
                      dtype: np.dtype) -> np.ndarray:
     """The weights (ones when ``w`` is None) times ``2**-k``, so the mean's ``denom`` is < 1.
@@ -294,9 +306,8 @@ class RowwiseLoss(Loss):
             value = lo
         elif loss:
             if reduction == "mean":
-                value = dtype.type(total / denom if denom > 0 else math.nan)
-            else:
-                value = dtype.type(total)
+                total = total / denom if denom > 0 else math.nan
+            value = to_dtype(total, dtype)
         return value, go, ho
 
     # ------------------------------------------------------------------ public API

@@ -37,7 +37,7 @@ import numpy as np
 from . import _core
 from ._dispatch import kernel_module
 from ._base import ArrayLike, ArraySpec, Domain, Loss, Param, mean_weights
-from ._rowwise import unit_sum_weights
+from ._rowwise import to_dtype, unit_sum_weights
 from ._registry import register
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
@@ -164,9 +164,8 @@ class EmbeddingLoss(Loss):
             value = lo
         elif loss:
             if reduction == "mean":
-                value = dtype.type(total / denom if denom > 0 else math.nan)
-            else:
-                value = dtype.type(total)
+                total = total / denom if denom > 0 else math.nan
+            value = to_dtype(total, dtype)
         return value, (tuple(gos) if grad else None)
 
     def _grad_outs(self, out: Any, shapes: Sequence[Tuple[tuple, str]],

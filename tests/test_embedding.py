@@ -778,3 +778,18 @@ def test_regression_mean_of_huge_losses_does_not_overflow(d):
     assert ba.loss(np.zeros((4, d)), [0, 0, 1, 1]) == pytest.approx(m, rel=1e-15)
     assert ba.loss(np.zeros((4, d)), [0, 0, 1, 1], sample_weight=[1.0, 2.0, 3.0, 4.0]) \
         == pytest.approx(m, rel=1e-15)
+
+
+def test_regression_float32_overflow_is_quiet():
+    """A float32 "mean"/"sum" beyond the float32 range is inf (the correctly rounded value)
+    without NumPy's "overflow encountered in cast" RuntimeWarning; "sum" is not divided."""
+    import warnings
+    z = np.zeros((2, 1), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Triplet(margin=1e300).loss(z, z, z) == np.inf
+        assert Triplet(margin=1e300).loss(z, z, z, reduction="sum") == np.inf
+        value = fastloss.CategoricalCrossEntropy(from_logits=True).loss(
+            [0], np.array([[-1e38, 3e38]], np.float32))
+        assert value.dtype == np.float32 and value == np.inf
+    assert Triplet(margin=1.0).loss(z, z, z, reduction="sum") == 2.0
