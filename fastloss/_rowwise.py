@@ -17,12 +17,12 @@ of ``_multiclass`` and its trailing arguments) and, where they apply, ``_class_w
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
 from . import _core
-from ._base import REAL, ArrayLike, ArraySpec, Domain, Loss
+from ._base import REAL, ArrayLike, ArraySpec, Domain, Loss, mean_weights
 from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
@@ -67,6 +67,33 @@ def as_labels(y: np.ndarray) -> np.ndarray:
     return np.clip(y, -(2.0**62), 2.0**62).astype(np.int64)
 
 
+_F32_ROUNDS_TO_INF = 3.4028235677973366e38     # float32 max + half an ulp: rounds to inf
+
+
+def to_dtype(x: float, dtype: np.dtype):
+    """A float64 result as a scalar of ``dtype``: overflow to +-inf is the correctly rounded
+    value, without NumPy's "overflow encountered in cast" warning."""
+    if dtype == np.float32 and not abs(x) < _F32_ROUNDS_TO_INF and not math.isnan(x):
+        with np.errstate(over="ignore"):
+            return dtype.type(x)
+    return dtype.type(x)
+
+
+def unit_sum_weights(w: Optional[np.ndarray], n: int, denom: float,
+                     dtype: np.dtype) -> np.ndarray:
+    """The weights (ones when ``w`` is None) times ``2**-k``, so the mean's ``denom`` is < 1.
+
+    For a ``"mean"`` whose float64 sum of ``w*l`` overflowed although the mean may not have
+    (n losses near the float64 maximum): with weights summing to less than 1, ``sum(w*l)`` is
+    at most ``max(l)``. A power of two scales the numerator and the denominator of the mean
+    exactly, so the mean is unchanged (to the rounding of a sum); weights that underflow carry
+    a negligible part of such a mean. ``denom`` must be homogeneous of degree 1 in the weights.
+    """
+    k = math.frexp(denom)[1]
+    base = np.ones(n, dtype) if w is None else w
+    return np.ldexp(base, -k).astype(dtype, copy=False)
+
+
 class RowwiseLoss(Loss):
     """A loss where each row of ``y_pred`` (n, K) is a sample (see the module docstring).
 
@@ -85,6 +112,9 @@ class RowwiseLoss(Loss):
     # depend on a parameter.
     y_true_values: ClassVar[Domain] = Domain(low=0, high=1)
     y_pred_values: ClassVar[Domain] = REAL
+    # The smallest valid size of each shape symbol of input_forms: a row needs one class at
+    # least (K = 0 raises ValueError).
+    min_sizes: ClassVar[Dict[str, int]] = {"K": 1}
 
     __slots__ = ()
 
@@ -98,6 +128,27 @@ class RowwiseLoss(Loss):
         if self.row_targets:
             forms.append((ArraySpec("y_true", ("n", "K"), self.y_true_values), pred))
         return tuple(forms)
+
+    def mean_sample_weights(self, y_true: ArrayLike, y_pred: ArrayLike, *,
+                            sample_weight: ArrayLike = None) -> np.ndarray:
+        """Each row's part of the denominator of ``"mean"`` (float64, shape (n,)).
+
+        ``w_i`` (1 without weights) with target rows; with integer labels
+        ``w_i class_weight[y_i]``, and 0 for rows labelled ``ignore_index`` (PyTorch's
+        convention). ``"mean"`` is ``sum_i w_i l_i`` divided by their sum (NaN when it is 0).
+        """
+        target, yt, yp, w, _ = self._prepare(y_true, y_pred, sample_weight)
+        n, k = yp.shape
+        out = np.ones(n) if w is None else w.astype(np.float64)
+        if target == "label":
+            labels = np.asarray(yt, np.int64)
+            ign = self._ignore()
+            keep = (labels >= 0) & (labels < k)
+            cw = self._label_weights(k)
+            out = out * np.where(keep, cw[np.where(keep, labels, 0)], 0.0)
+            if ign is not None:
+                out = np.where(labels == ign, 0.0, out)
+        return out
 
     # ------------------------------------------------------------------ description hooks
     def _kernel_call(self, target: str, n_classes: int,
@@ -206,6 +257,9 @@ class RowwiseLoss(Loss):
                 raise ValueError("sample_weight must be non-negative, got a negative weight")
             if reduction == "mean" and wsum == 0 and n > 0:
                 raise ValueError("sample_weight must not sum to 0 with reduction='mean'")
+            if reduction == "mean":
+                # a sum of weights that is subnormal or overflows: a power-of-two rescale
+                w, wsum = mean_weights(w, wsum, nt)
         else:
             wsum = float(n)
         kernel, args = self._kernel_call(target, k, dtype)
@@ -232,14 +286,28 @@ class RowwiseLoss(Loss):
         )
         if flags:
             self._raise_domain(flags, target, yt, k)
+        if (loss and reduction == "mean" and math.isinf(total) and 0 < denom < math.inf
+                and dtype == np.float64 and partials is None):
+            # sum(w*l) overflowed; the mean may not have: the loss again, with weights scaled
+            # to sum below 1 (the gradient above is unchanged: it carries w / denom)
+            w2 = unit_sum_weights(w, n, denom, dtype)
+            denom2 = denom
+            if target == "label":
+                ign = self._ignore()
+                denom2, _ = _multiclass.label_weight_sum(
+                    yt, self._label_weights(k), w2, 0 if ign is None else ign,
+                    ign is not None, nt)
+            else:
+                denom2, _ = _core.weight_sum(w2, nt)
+            total, _ = kernel(yp, yt, w2, empty, e2, e2, True, 1.0, nt, _NO_PARTIALS, *args)
+            denom = denom2
         value = None
         if store:
             value = lo
         elif loss:
             if reduction == "mean":
-                value = dtype.type(total / denom if denom > 0 else math.nan)
-            else:
-                value = dtype.type(total)
+                total = total / denom if denom > 0 else math.nan
+            value = to_dtype(total, dtype)
         return value, go, ho
 
     # ------------------------------------------------------------------ public API

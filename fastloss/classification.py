@@ -122,6 +122,11 @@ class _BinaryLoss(ElementwiseLoss):
     def y_pred_values(self) -> Domain:  # type: ignore[override]
         return REAL if self.from_logits else _UNIT
 
+    @property
+    def clipped_inputs(self) -> Tuple[str, ...]:
+        """The input arrays clipped to ``[eps, 1 - eps]``, ``eps = probability_eps(dtype)``."""
+        return () if self.from_logits else ("y_pred",)
+
 
 @register
 class BinaryCrossEntropy(_BinaryLoss):
@@ -306,6 +311,7 @@ class _HingeBase(_BinaryLoss):
     y_pred_domain = "real"  # type: ignore[assignment]
     y_true_values = Domain(value_sets=((-1.0, 1.0), (0.0, 1.0)), nan=False)
     y_pred_values = REAL  # type: ignore[assignment]
+    clipped_inputs: Tuple[str, ...] = ()  # type: ignore[assignment]
     __slots__ = ()
 
     def __init__(self) -> None:
@@ -460,6 +466,8 @@ class CategoricalCrossEntropy(RowwiseLoss):
         IntParam("ignore_index", None, optional=True),
     )
     y_true_domain = "target probabilities in [0, 1]"
+    # the shape of vector parameters, in the symbols of input_forms (for the generic tests)
+    param_shapes = {"class_weight": ("K",)}
     __slots__ = ()
 
     def __init__(self, from_logits: bool = False,
@@ -477,6 +485,11 @@ class CategoricalCrossEntropy(RowwiseLoss):
     @property
     def y_pred_values(self) -> Domain:  # type: ignore[override]
         return _SCORES if self.from_logits else _UNIT
+
+    @property
+    def clipped_inputs(self) -> Tuple[str, ...]:
+        """The input arrays clipped to ``[eps, 1 - eps]``, ``eps = probability_eps(dtype)``."""
+        return () if self.from_logits else ("y_pred",)
 
     def _class_weights(self, n_classes: int) -> Optional[np.ndarray]:
         cw = self.class_weight
@@ -603,6 +616,11 @@ class KLDivergence(RowwiseLoss):
         if self.from_logits:
             return _SCORES
         return Domain(high=0, finite_up_to=1e300) if self.log_pred else _UNIT
+
+    @property
+    def clipped_inputs(self) -> Tuple[str, ...]:
+        """The input arrays clipped to ``[eps, 1 - eps]``, ``eps = probability_eps(dtype)``."""
+        return () if (self.from_logits or self.log_pred) else ("y_pred",)
 
     def _kernel_call(self, target: str, n_classes: int, dtype: np.dtype):
         pred = "logits" if self.from_logits else ("logproba" if self.log_pred else "proba")

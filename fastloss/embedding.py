@@ -37,6 +37,7 @@ import numpy as np
 from . import _core
 from ._dispatch import kernel_module
 from ._base import ArrayLike, ArraySpec, Domain, Loss, Param, mean_weights
+from ._rowwise import to_dtype, unit_sum_weights
 from ._registry import register
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
@@ -151,14 +152,20 @@ class EmbeddingLoss(Loss):
         total, flags = call.run(w, lo, gos, loss and not store, scale, nt)
         if flags:
             call.raise_flags(flags)
+        if (loss and reduction == "mean" and math.isinf(total) and 0 < denom < math.inf
+                and dtype == np.float64):
+            # sum(w*l) overflowed; the mean may not have: the loss again, with weights scaled
+            # to sum below 1 (the gradients above are unchanged: they carry w / denom)
+            w2 = unit_sum_weights(w, n, denom, dtype)
+            denom = call.denominator(w2, float(_core.weight_sum(w2, nt)[0]))
+            total, _ = call.run(w2, None, None, True, 1.0, nt)
         value = None
         if store:
             value = lo
         elif loss:
             if reduction == "mean":
-                value = dtype.type(total / denom if denom > 0 else math.nan)
-            else:
-                value = dtype.type(total)
+                total = total / denom if denom > 0 else math.nan
+            value = to_dtype(total, dtype)
         return value, (tuple(gos) if grad else None)
 
     def _grad_outs(self, out: Any, shapes: Sequence[Tuple[tuple, str]],

@@ -19,6 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastloss
 from fastloss._base import ArraySpec, Domain, Param
+from fastloss._params import ChoiceParam, IntParam, OptionalParam, VectorParam
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -31,9 +32,8 @@ def _describes_inputs(name: str) -> bool:
     return True
 
 
-# Every registered loss that describes its inputs (``input_forms``). The classification losses,
-# merged after this suite was written, do not describe theirs yet: they are listed here so the
-# gap is visible (tests/test_properties.py::test_every_loss_is_covered reports it).
+# Every registered loss that describes its inputs (``input_forms``); any that does not is
+# listed in NOT_DESCRIBED, so the gap is visible (test_properties.py::test_every_loss_is_covered).
 NAMES = [n for n in fastloss.available() if _describes_inputs(n)]
 NOT_DESCRIBED = [n for n in fastloss.available() if n not in NAMES]
 
@@ -81,15 +81,26 @@ def _param_floats(p: Param, mode: str) -> st.SearchStrategy:
 def loss_instances(draw, name: str, mode: str = "any"):
     """A loss of class ``name`` with parameters drawn from their declared domains.
 
-    Parameters of types the tests do not know (subclasses of Param) keep their default.
-    Combinations the constructor rejects (e.g. ``squared=True`` with ``p != 2``) are skipped.
+    Numbers and flags (``Param``), numbers or None (``OptionalParam``), integers or None
+    (``IntParam``: small values, which may coincide with labels), choices (``ChoiceParam``).
+    Vectors (``VectorParam``) are drawn by :func:`calls` once the shapes are known, when the
+    loss declares their shape (``param_shapes``); otherwise they, and parameters of kinds the
+    tests do not know, keep their default. Combinations the constructor rejects (e.g.
+    ``squared=True`` with ``p != 2``) are skipped.
     """
     cls = loss_class(name)
     kwargs: Dict[str, Any] = {}
     for p in cls.params:
-        if type(p) is not Param:
+        if isinstance(p, ChoiceParam):
+            kwargs[p.name] = draw(st.sampled_from(p.choices))
+        elif isinstance(p, IntParam):
+            ints = st.integers(-2, 4)
+            kwargs[p.name] = draw(st.one_of(st.none(), ints) if p.optional else ints)
+        elif isinstance(p, OptionalParam):
+            kwargs[p.name] = draw(st.one_of(st.none(), _param_floats(p, mode)))
+        elif type(p) is not Param:
             continue
-        if p.kind == "bool":
+        elif p.kind == "bool":
             kwargs[p.name] = draw(st.booleans())
         elif p.kind == "float":
             kwargs[p.name] = draw(_param_floats(p, mode))
@@ -99,6 +110,49 @@ def loss_instances(draw, name: str, mode: str = "any"):
         assume(False)
 
 
+@st.composite
+def with_vector_params(draw, loss, sizes: Dict[str, Any], mode: str = "any"):
+    """``loss`` with each vector parameter of declared shape (``param_shapes``, e.g.
+    ``class_weight``: ``("K",)``) drawn as None or a vector of that length in its domain."""
+    shapes = getattr(loss, "param_shapes", None) or {}
+    params = {p.name: p for p in type(loss).params}
+    changes = {}
+    for pname, shape in shapes.items():
+        p = params[pname]
+        if not isinstance(p, VectorParam) or not draw(st.booleans()):
+            continue
+        length = int(np.prod([sizes[s] for s in shape]))
+        if length == 0:
+            continue
+        lo = -1e6 if p.low is None else p.low
+        hi = 1e6 if p.high is None else p.high
+        el = st.one_of(st.sampled_from([v for v in (lo, 0.0, 1.0, 2.5, hi) if lo <= v <= hi]),
+                       st.floats(lo, hi, allow_nan=False, allow_infinity=False))
+        if mode != "any":
+            el = st.one_of(st.just(0.0), st.floats(max(lo, 0.0078125), min(hi, 128.0)))
+        vec = tuple(draw(st.lists(el, min_size=length, max_size=length)))
+        if p.check is not None and not p.check(vec):
+            continue
+        changes[pname] = vec
+    if not changes:
+        return loss
+    try:
+        return type(loss)(**{**loss.get_params(), **changes})
+    except ValueError:
+        assume(False)
+
+
+def mean_denominator(call: "Call", weights: Optional[np.ndarray]) -> np.ndarray:
+    """Each sample's part of a "mean"'s denominator: the weights (ones without), or what the
+    loss declares (``mean_sample_weights``: class weights, ignored rows...)."""
+    fn = getattr(call.loss, "mean_sample_weights", None)
+    w = np.ones(call.n_samples) if weights is None else np.asarray(weights, np.float64)
+    if fn is None:
+        return w
+    arrays = arrays_of(call)
+    return np.asarray(fn(*arrays, sample_weight=w), np.float64)
+
+
 # ---------------------------------------------------------------------------------------------
 # Shapes and values
 # ---------------------------------------------------------------------------------------------
@@ -106,8 +160,18 @@ def loss_instances(draw, name: str, mode: str = "any"):
 SPECIAL_SHAPES = [(), (0,), (1,), (1, 1), (5, 1), (1, 5), (0, 3), (3, 0), (2, 3, 2)]
 
 
+def min_sizes(loss) -> Dict[str, int]:
+    """The smallest valid size of each shape symbol (``Loss.min_sizes``; 0 when not declared).
+
+    Row-wise losses need ``K >= 1`` columns; a smaller size is a bad input (ValueError).
+    """
+    return dict(getattr(loss, "min_sizes", None) or {})
+
+
 @st.composite
-def sizes_for(draw, form: Sequence[ArraySpec], max_rows: int = 6, max_cols: int = 4):
+def sizes_for(draw, form: Sequence[ArraySpec], max_rows: int = 6, max_cols: int = 4,
+              mins: Optional[Dict[str, int]] = None):
+    mins = mins or {}
     symbols = {s for spec in form for s in spec.shape}
     sizes: Dict[str, Any] = {}
     if "*" in symbols:
@@ -116,7 +180,8 @@ def sizes_for(draw, form: Sequence[ArraySpec], max_rows: int = 6, max_cols: int 
             st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
         ))
     for s in sorted(symbols - {"*"}):
-        sizes[s] = draw(st.integers(0, max_rows if s == "n" else max_cols))
+        top = max_rows if s == "n" else max_cols
+        sizes[s] = draw(st.integers(min(mins.get(s, 0), top), top))
     return sizes
 
 
@@ -226,7 +291,8 @@ def calls(draw, name: str, mode: str = "any", weights: Optional[bool] = None,
     if loss is None:
         loss = draw(loss_instances(name, "any" if mode == "any" else "moderate"))
     form = draw(st.sampled_from(loss.input_forms()))
-    sizes = draw(sizes_for(form))
+    sizes = draw(sizes_for(form, mins=min_sizes(loss)))
+    loss = draw(with_vector_params(loss, sizes, mode))
     dtype = draw(st.sampled_from(dtypes))
     values = [draw(spec_values(spec, sizes, dtype, mode)) for spec in form]
     w = None
@@ -261,7 +327,8 @@ def apply_layout(values: np.ndarray, dtype: np.dtype, layout: str, tmpdir,
     if labels:
         base = values.astype(np.int64)
     else:
-        base = values.astype(dtype)
+        with np.errstate(over="ignore"):    # numpy_values' specials: 1e300 is inf in float32
+            base = values.astype(dtype)
     if layout == "f" and base.ndim >= 2:
         return np.asfortranarray(base)
     if layout == "strided" and base.ndim >= 1:
@@ -340,7 +407,7 @@ def large_sizes(form: Sequence[ArraySpec], work: int) -> Dict[str, Any]:
     symbols = {s for spec in form for s in spec.shape}
     if "*" in symbols:
         return {"*": (work // 64, 64)}
-    sizes = {s: 8 for s in symbols}
+    sizes = {s: 8 for s in symbols}  # >= every declared minimum
     sizes["n"] = max(8, work // 8)
     return sizes
 

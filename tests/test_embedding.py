@@ -755,3 +755,41 @@ def test_bad_parameter_types():
         Triplet(swap=1)
     with pytest.raises(TypeError, match="delta"):
         fastloss.get("triplet", delta=1.0)
+
+
+@pytest.mark.parametrize("d", [0, 2])
+def test_regression_mean_of_huge_losses_does_not_overflow(d):
+    """A "mean" of losses near the float64 maximum was inf: the float64 sum of w*l overflowed
+    although the mean is finite (found by test_weights_scale_per_sample: Triplet with
+    margin=6e307 and rows of 0 columns). At distance 0 every row's loss is the margin, so every
+    mean is the margin, weighted or not."""
+    m = 6e307
+    x = np.zeros((3, d))
+    trip = Triplet(margin=m)
+    assert trip.loss(x, x, x) == pytest.approx(m, rel=1e-15)
+    w = np.array([1.0, 3.0, 0.25])
+    value, grads = trip.loss_gradient(x, x, x, sample_weight=w)
+    assert value == pytest.approx(m, rel=1e-15)
+    for g, g1 in zip(grads, trip.gradient(x, x, x, sample_weight=w)):
+        assert np.array_equal(g, g1)
+    assert trip.loss(x, x, x, reduction="sum") == np.inf          # the sum really is inf
+    # batch-all: the mean over the (anchor, positive, negative) triplets, each = margin
+    ba = BatchAllTriplet(margin=m)
+    assert ba.loss(np.zeros((4, d)), [0, 0, 1, 1]) == pytest.approx(m, rel=1e-15)
+    assert ba.loss(np.zeros((4, d)), [0, 0, 1, 1], sample_weight=[1.0, 2.0, 3.0, 4.0]) \
+        == pytest.approx(m, rel=1e-15)
+
+
+def test_regression_float32_overflow_is_quiet():
+    """A float32 "mean"/"sum" beyond the float32 range is inf (the correctly rounded value)
+    without NumPy's "overflow encountered in cast" RuntimeWarning; "sum" is not divided."""
+    import warnings
+    z = np.zeros((2, 1), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Triplet(margin=1e300).loss(z, z, z) == np.inf
+        assert Triplet(margin=1e300).loss(z, z, z, reduction="sum") == np.inf
+        value = fastloss.CategoricalCrossEntropy(from_logits=True).loss(
+            [0], np.array([[-1e38, 3e38]], np.float32))
+        assert value.dtype == np.float32 and value == np.inf
+    assert Triplet(margin=1.0).loss(z, z, z, reduction="sum") == 2.0

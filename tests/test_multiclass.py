@@ -1018,3 +1018,49 @@ def test_kernels_check_sizes_themselves():
                                                e2, True, 1.0, 1, e, cw, 0.0, 0, False)
     assert flags == 1
     assert _multiclass.label_weight_sum(np.array([0, 5, 1]), cw, e, 0, False, 1) == (2.0, 1)
+
+
+def test_regression_mean_of_huge_losses_does_not_overflow():
+    """A "mean" of row losses near the float64 maximum was inf: the float64 sum of w*l
+    overflowed although the mean itself is finite (found by test_weights_scale_per_sample).
+    The reference is the row loss from its formula, lse(z) - z_y = |z_1 - z_0| for a row
+    (-a, a), and the mean of equal rows is that row's loss."""
+    a = 8e307
+    z = np.array([[-a, a]] * 3)
+    ce = fastloss.CategoricalCrossEntropy(from_logits=True)
+    row = float(mpmath.mpf(a) - mpmath.mpf(-a))          # lse(z) - z_0 = 2a, exp(-2a) = 0
+    assert ce.loss([0, 0, 0], z) == pytest.approx(row, rel=1e-15)
+    w = np.array([1.0, 2.0, 0.5])
+    assert ce.loss([0, 0, 0], z, sample_weight=w) == pytest.approx(row, rel=1e-15)
+    value, g = ce.loss_gradient([0, 0, 0], z, sample_weight=w)
+    assert value == pytest.approx(row, rel=1e-15)
+    # the gradient w_i (softmax - onehot) / sum(w) is that of the unscaled call, bit for bit
+    assert np.array_equal(g, ce.gradient([0, 0, 0], z, sample_weight=w))
+    np.testing.assert_allclose(g, (w / w.sum())[:, None] * np.array([[-1.0, 1.0]]), rtol=1e-15)
+    hinge = fastloss.MulticlassHinge(margin=1.5e308)
+    assert hinge.loss([0, 1, 0], np.zeros((3, 2))) == 1.5e308          # max(0, margin + 0 - 0)
+    assert hinge.loss([0, 1], np.zeros((2, 2)), reduction="sum") == np.inf   # the sum is inf
+
+
+def test_regression_subnormal_weights():
+    """Found by test_weights_scale_per_sample (KLDivergence(log_target=True), one row):
+
+    * the "mean" with weights summing to a subnormal was 36.0 instead of -log(eps) = 36.04...:
+      w * l was rounded to the subnormal grid (the row-wise path did not rescale the weights
+      as the element-wise one does);
+    * the per-row gradient -w t / q for w = 5e-324 was -0.0 instead of -8.19e-309: the kernel
+      formed w * t first, which underflowed, before dividing by the clipped q = eps.
+    The references are the formulas with mpmath."""
+    eps = probability_eps(np.float64)
+    kl = fastloss.KLDivergence(log_target=True)
+    expect = float(-mpmath.log(mpmath.mpf(eps)))                   # t = exp(0) = 1, q = eps
+    assert kl.loss([[0.0]], [[0.0]], sample_weight=[5e-324]) == pytest.approx(expect, rel=1e-15)
+    ce = fastloss.CategoricalCrossEntropy()
+    assert ce.loss([0, 1], [[0.0, 1.0], [0.5, 0.5]], sample_weight=[5e-324, 5e-324]) \
+        == pytest.approx(float((-mpmath.log(mpmath.mpf(eps)) - mpmath.log(0.5)) / 2), rel=1e-15)
+    g = kl.gradient([[-1.0]], [[0.0]], sample_weight=[5e-324], reduction="none")
+    ref = float(-mpmath.mpf(5e-324) * mpmath.exp(-1) / mpmath.mpf(eps))
+    assert g[0, 0] == pytest.approx(ref, rel=1e-15)
+    _, h = kl.gradient_hessian([[-1.0]], [[0.0]], sample_weight=[5e-324])   # w t / q^2
+    assert h[0, 0] == pytest.approx(
+        float(mpmath.mpf(5e-324) * mpmath.exp(-1) / mpmath.mpf(eps) ** 2), rel=1e-15)
