@@ -212,6 +212,7 @@ def _rebuild(cls, params):
 
 
 _WSUM_LOW, _WSUM_HIGH = 2.0**-600, 2.0**600
+_F32_ROUNDS_TO_INF = 3.4028235677973366e38     # float32 max + half an ulp: rounds to inf
 
 
 def mean_weights(w: Optional[np.ndarray], wsum: float, n_threads: int):
@@ -232,6 +233,30 @@ def mean_weights(w: Optional[np.ndarray], wsum: float, n_threads: int):
     w = np.asarray(np.ldexp(w, -math.frexp(top)[1]), dtype=w.dtype)
     wsum, _ = _core.weight_sum(w.reshape(-1), n_threads)
     return w, wsum
+
+
+def to_dtype(x: float, dtype: np.dtype):
+    """A float64 result as a scalar of ``dtype``: overflow to +-inf is the correctly rounded
+    value, without NumPy's "overflow encountered in cast" warning."""
+    if dtype == np.float32 and not abs(x) < _F32_ROUNDS_TO_INF and not math.isnan(x):
+        with np.errstate(over="ignore"):
+            return dtype.type(x)
+    return dtype.type(x)
+
+
+def unit_sum_weights(w: Optional[np.ndarray], n: int, denom: float,
+                     dtype: np.dtype) -> np.ndarray:
+    """The weights (ones when ``w`` is None) times ``2**-k``, so the mean's ``denom`` is < 1.
+
+    For a ``"mean"`` whose float64 sum of ``w*l`` overflowed although the mean may not have
+    (n losses near the float64 maximum): with weights summing to less than 1, ``sum(w*l)`` is
+    at most ``max(l)``. A power of two scales the numerator and the denominator of the mean
+    exactly, so the mean is unchanged (to the rounding of a sum); weights that underflow carry
+    a negligible part of such a mean. ``denom`` must be homogeneous of degree 1 in the weights.
+    """
+    k = math.frexp(denom)[1]
+    base = np.ones(n, dtype) if w is None else w
+    return np.ldexp(base, -k).astype(dtype, copy=False)
 
 
 class ElementwiseLoss(Loss):
@@ -360,7 +385,15 @@ class ElementwiseLoss(Loss):
         if store:
             return lo, go, ho
         if loss:
-            return dtype.type(self._reduce(total, wsum, reduction)), go, ho
+            if (reduction == "mean" and math.isinf(total) and 0 < wsum < math.inf
+                    and partials is None and weight_total is None):
+                # sum(w*l) overflowed float64 although the mean may not have: the same sum
+                # with the weights scaled by an exact power of two to sum below 1
+                w2 = unit_sum_weights(w, n, wsum, dtype)
+                total, _ = kernel(yt, yp, w2, empty, empty, empty, True, 1.0, nt, _NO_PARTIALS,
+                                  *args)
+                wsum = _core.weight_sum(flat(w2), nt)[0]
+            return to_dtype(self._reduce(total, wsum, reduction), dtype), go, ho
         return None, go, ho
 
     # ------------------------------------------------------------------ chunked reductions

@@ -22,7 +22,9 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._base import REAL, ArrayLike, ArraySpec, Domain, Loss, mean_weights
+from ._base import (
+    REAL, ArrayLike, ArraySpec, Domain, Loss, mean_weights, to_dtype, unit_sum_weights,
+)
 from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
@@ -65,33 +67,6 @@ def as_labels(y: np.ndarray) -> np.ndarray:
             f"{float(y[bad][0])}"
         )
     return np.clip(y, -(2.0**62), 2.0**62).astype(np.int64)
-
-
-_F32_ROUNDS_TO_INF = 3.4028235677973366e38     # float32 max + half an ulp: rounds to inf
-
-
-def to_dtype(x: float, dtype: np.dtype):
-    """A float64 result as a scalar of ``dtype``: overflow to +-inf is the correctly rounded
-    value, without NumPy's "overflow encountered in cast" warning."""
-    if dtype == np.float32 and not abs(x) < _F32_ROUNDS_TO_INF and not math.isnan(x):
-        with np.errstate(over="ignore"):
-            return dtype.type(x)
-    return dtype.type(x)
-
-
-def unit_sum_weights(w: Optional[np.ndarray], n: int, denom: float,
-                     dtype: np.dtype) -> np.ndarray:
-    """The weights (ones when ``w`` is None) times ``2**-k``, so the mean's ``denom`` is < 1.
-
-    For a ``"mean"`` whose float64 sum of ``w*l`` overflowed although the mean may not have
-    (n losses near the float64 maximum): with weights summing to less than 1, ``sum(w*l)`` is
-    at most ``max(l)``. A power of two scales the numerator and the denominator of the mean
-    exactly, so the mean is unchanged (to the rounding of a sum); weights that underflow carry
-    a negligible part of such a mean. ``denom`` must be homogeneous of degree 1 in the weights.
-    """
-    k = math.frexp(denom)[1]
-    base = np.ones(n, dtype) if w is None else w
-    return np.ldexp(base, -k).astype(dtype, copy=False)
 
 
 class RowwiseLoss(Loss):

@@ -36,8 +36,9 @@ import numpy as np
 
 from . import _core
 from ._dispatch import kernel_module
-from ._base import ArrayLike, ArraySpec, Domain, Loss, Param, mean_weights
-from ._rowwise import to_dtype, unit_sum_weights
+from ._base import (
+    ArrayLike, ArraySpec, Domain, Loss, Param, mean_weights, to_dtype, unit_sum_weights,
+)
 from ._registry import register
 from ._threads import resolve_n_threads
 from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype

@@ -578,3 +578,15 @@ def test_tweedie_targets_near_the_top_of_the_range(power):
     for got, ref in ((l[0], ref_l), (g[0], ref_g), (h[0], ref_h)):
         assert np.isfinite(got)
         assert abs(got - float(ref)) <= 1e-12 * abs(float(ref)), (got, ref)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mean_of_losses_near_the_float64_maximum(weighted):
+    """sum(w*l) overflows float64 while the mean does not: the mean is still finite and right
+    (the weights are rescaled by a power of two, which changes no mean)."""
+    e = np.array([1.3e154, 1.2e154, 1.1e154])
+    w = np.array([1.0, 2.0, 3.0]) if weighted else np.ones(3)
+    got = fastloss.MSE().loss(np.zeros(3), e, sample_weight=w if weighted else None)
+    ref = math.fsum(float(wi) * (float(ei) / 1e154) ** 2 for wi, ei in zip(w, e)) / w.sum()
+    assert np.isfinite(got)
+    assert got / 1e308 == pytest.approx(ref, rel=1e-14)
