@@ -370,18 +370,32 @@ class ElementwiseLoss(Loss):
         store = loss and reduction == "none"
         if loss_out is not None and not store:
             raise ValueError("loss_out is only used with reduction='none'")
-        lo = check_out(loss_out, shape, dtype, "loss_out") if store else None
-        go = check_out(gradient_out, shape, dtype, "gradient_out") if grad else None
-        ho = check_out(hessian_out, shape, dtype, "hessian_out") if hess else None
-        kernel, args = self._kernel_for(dtype)
+        # outputs: the user's (checked) or new; `empty` tells the kernel "not wanted"
+        lo = go = ho = empty
+        if store:
+            lo = (np.empty(shape, dtype) if loss_out is None
+                  else check_out(loss_out, shape, dtype, "loss_out"))
+        if grad:
+            go = (np.empty(shape, dtype) if gradient_out is None
+                  else check_out(gradient_out, shape, dtype, "gradient_out"))
+        if hess:
+            ho = (np.empty(shape, dtype) if hessian_out is None
+                  else check_out(hessian_out, shape, dtype, "hessian_out"))
+        try:
+            kernel, args = self._calls[dtype]
+        except KeyError:
+            kernel, args = self._kernel_for(dtype)
         # the kernels read C-contiguous arrays of any shape as their flat sequence
         total, flags = kernel(
-            yt, yp, empty if w is None else w, empty if lo is None else lo,
-            empty if go is None else go, empty if ho is None else ho, loss and not store,
-            scale, nt, _NO_PARTIALS if partials is None else partials, *args,
+            yt, yp, empty if w is None else w, lo, go, ho, loss and not store, scale, nt,
+            _NO_PARTIALS if partials is None else partials, *args,
         )
         if flags:
             self._raise_domain(flags)
+        if not grad:
+            go = None
+        if not hess:
+            ho = None
         if store:
             return lo, go, ho
         if loss:
@@ -393,7 +407,8 @@ class ElementwiseLoss(Loss):
                 total, _ = kernel(yt, yp, w2, empty, empty, empty, True, 1.0, nt, _NO_PARTIALS,
                                   *args)
                 wsum = _core.weight_sum(flat(w2), nt)[0]
-            return to_dtype(self._reduce(total, wsum, reduction), dtype), go, ho
+            value = self._reduce(total, wsum, reduction)
+            return (dtype.type(value) if dtype is _F64 else to_dtype(value, dtype)), go, ho
         return None, go, ho
 
     # ------------------------------------------------------------------ chunked reductions

@@ -126,24 +126,37 @@ cdef inline double expm1mx(double x) noexcept nogil:
     return x if x == INFINITY else expm1(x) - x
 
 
-cdef inline double sum2exp(double c1, double u1, double c2, double u2) noexcept nogil:
+ctypedef struct Exp2:
+    # The shared part of sums c1 e^{u1} + c2 e^{u2} over one pair (u1, u2): with M = max(u1, u2),
+    # c1 e^{u1} + c2 e^{u2} = e^M (c1 w1 + c2 w2), one of w1, w2 being 1, the other e^{-|u1-u2|}.
+    double em
+    double w1
+    double w2
+
+
+cdef inline Exp2 exp2_frame(double u1, double u2) noexcept nogil:
+    """The factors of :func:`sum2exp` for exponents ``u1, u2``: two exps for any number of sums.
+
+    Branch-free (selects), so loops using it vectorise. ``u1 == u2`` (both infinite included)
+    gives equal weights 1, not exp(inf - inf) = NaN.
+    """
+    cdef Exp2 f
+    cdef bint first = u1 >= u2
+    cdef double e = 1.0 if u1 == u2 else exp(-fabs(u1 - u2))
+    f.em = exp(u1 if first else u2)
+    f.w1 = 1.0 if first else e
+    f.w2 = e if first else 1.0
+    return f
+
+
+cdef inline double sum2exp(Exp2 f, double c1, double c2) noexcept nogil:
     """c1 e^{u1} + c2 e^{u2} without inf - inf: the larger exponent is factored out.
 
-    The result overflows to +-inf only when the true value does; it is NaN only for NaN input.
+    The result overflows to +-inf only when the true value does (a term at +inf with a zero
+    coefficient counts 0, not 0 * inf); it is NaN only for NaN input.
     """
-    cdef double m = u1 if u1 >= u2 else u2
-    cdef double inner
-    if isnan(m):
-        return u1 + u2
-    if m == -INFINITY:
-        return 0.0
-    if m == INFINITY:
-        inner = (c1 if u1 == m else 0.0) + (c2 if u2 == m else 0.0)
-        return inner * INFINITY if inner != 0.0 else 0.0
-    inner = c1 * exp(u1 - m) + c2 * exp(u2 - m)
-    if inner == 0.0:
-        return 0.0
-    return exp(m) * inner
+    cdef double inner = c1 * f.w1 + c2 * f.w2
+    return 0.0 if inner == 0.0 else f.em * inner
 
 
 cdef inline double nan_or(double x, double value) noexcept nogil:
