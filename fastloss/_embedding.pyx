@@ -33,7 +33,7 @@ zero.
 """
 
 from cython.parallel import prange
-from libc.math cimport fabs, sqrt, pow, isnan, INFINITY, NAN
+from libc.math cimport fabs, sqrt, pow, ldexp, isnan, INFINITY, NAN
 from libc.stdlib cimport malloc, free, qsort
 from libc.stdint cimport int64_t
 
@@ -241,6 +241,36 @@ cdef inline double _distance_row(const floating* dist, floating* gd, double labe
     return pd.loss
 
 
+cdef double _scaled_distance(const floating* x, const floating* y, Py_ssize_t d,
+                             Metric m) noexcept nogil:
+    """The distance of ``2^-600 (x - y + eps)``, scaled before the subtraction: finite where
+    the plain one overflowed (even where x - y itself does).
+
+    In units of 2^-600 (L1, L2, Lp) or 2^-1200 (squared L2). Only for the rare rows whose two
+    distances both overflow (see _triplet_row); not fast, just right.
+    """
+    cdef double s = 0.0, u, mx = 0.0
+    cdef Py_ssize_t k
+    for k in range(d):
+        u = ldexp(<double>x[k], -600) - ldexp(<double>y[k], -600) + ldexp(m.eps, -600)
+        if m.kind == KIND_L1:
+            s += fabs(u)
+        elif m.kind == KIND_LP:
+            mx = fabs(u) if fabs(u) > mx else mx
+        else:
+            s += u * u
+    if m.kind == KIND_L1 or m.kind == KIND_SQL2:
+        return s
+    if m.kind == KIND_L2:
+        return sqrt(s)
+    if mx == 0.0:
+        return 0.0
+    for k in range(d):
+        u = ldexp(<double>x[k], -600) - ldexp(<double>y[k], -600) + ldexp(m.eps, -600)
+        s += pow(fabs(u) / mx, m.p)
+    return mx * pow(s, 1.0 / m.p)
+
+
 cdef inline double _triplet_row(const floating* a, const floating* p, const floating* n,
                                 floating* ga, floating* gp, floating* gn, Py_ssize_t d,
                                 Metric m, double margin, bint swap, double c,
@@ -263,6 +293,12 @@ cdef inline double _triplet_row(const floating* a, const floating* p, const floa
             dan = dpn
             swapped = True
     z = dap - dan + margin
+    if dap == INFINITY and dan == INFINITY:
+        # both distances overflowed (huge but finite inputs or eps): inf - inf would be NaN,
+        # so the gap is taken between the distances of the rows scaled by 2^-600
+        z = _scaled_distance(a, p, d, m) - (_scaled_distance(p, n, d, m) if swapped
+                                             else _scaled_distance(a, n, d, m))
+        z = ldexp(z, 1200 if m.kind == KIND_SQL2 else 600) + margin
     if grad:
         coef = c if z > 0.0 else nan_or(z, 0.0)
         if coef == 0.0:

@@ -436,8 +436,9 @@ class Triplet(EmbeddingLoss):
     swap : bool, default False
     squared : bool, default False
         Squared Euclidean distance (requires ``p=2``).
-    eps : float >= 0, default 0.0
-        Added to each coordinate of the difference, for PyTorch compatibility.
+    eps : float in [0, 1], default 0.0
+        Added to each coordinate of the difference, for PyTorch compatibility (its
+        ``pairwise_distance`` eps, 1e-6 there): a small constant, at most 1.
 
     Examples
     --------
@@ -456,7 +457,7 @@ class Triplet(EmbeddingLoss):
         Param("p", 2.0, low=1),
         Param("swap", False, kind="bool"),
         Param("squared", False, kind="bool"),
-        Param("eps", 0.0, low=0),
+        Param("eps", 0.0, low=0, high=1.0),
     )
     inputs = "(anchor, positive, negative)"
     __slots__ = ()

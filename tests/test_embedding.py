@@ -793,3 +793,37 @@ def test_regression_float32_overflow_is_quiet():
             [0], np.array([[-1e38, 3e38]], np.float32))
         assert value.dtype == np.float32 and value == np.inf
     assert Triplet(margin=1.0).loss(z, z, z, reduction="sum") == 2.0
+
+
+@pytest.mark.parametrize("kw", [dict(squared=True), dict(), dict(p=1.0), dict(p=3.0)])
+def test_triplet_distances_that_overflow(kw):
+    """Distances past the float64 range (huge finite inputs): the loss is
+    max(0, margin + d(a, p) - d(a, n)) computed exactly (mpmath) and rounded, +inf where that
+    overflows, never inf - inf = NaN (found by the property tests, with eps = 2^512 then:
+    eps is now at most 1)."""
+    import mpmath
+    mpmath.mp.dps = 700     # the margin 1 next to squared distances of 1e617
+    big = 1e308
+    eps = 0.0
+    a = np.array([[big, big]])
+    pos = np.array([[-big, -big]])
+    far = np.array([[-big, -0.5 * big]])
+
+    def dist(x, y):
+        u = [mpmath.mpf(float(xi)) - mpmath.mpf(float(yi)) + eps for xi, yi in zip(x[0], y[0])]
+        if kw.get("squared"):
+            return sum(v * v for v in u)
+        q = kw.get("p", 2.0)
+        return sum(abs(v) ** q for v in u) ** (1 / mpmath.mpf(q))
+
+    loss = fastloss.Triplet(margin=1.0, **kw)
+    for x1, x2 in ((pos, pos.copy()), (pos, far), (far, pos)):
+        ref = max(mpmath.mpf(0), 1 + dist(a, x1) - dist(a, x2))
+        expect = float(ref) if ref < mpmath.mpf(np.finfo(np.float64).max) else np.inf
+        got = float(loss.loss(a, x1, x2))
+        assert got == pytest.approx(expect, rel=1e-12), (x1, x2, got, expect)
+
+
+def test_triplet_eps_is_a_small_constant():
+    with pytest.raises(ValueError, match="eps"):
+        fastloss.Triplet(eps=2.0)
