@@ -92,6 +92,21 @@ def _measure(jobs, n_calls):
         _call(job)
 
 
+def _traced_growth(jobs, before, calls):
+    """Bytes of Python allocations still held after ``calls`` calls, under tracemalloc, the
+    count taken after ``before`` calls (0: from the start)."""
+    tracemalloc.start()
+    try:
+        _measure(jobs, before)
+        gc.collect()
+        traced0 = tracemalloc.get_traced_memory()[0]
+        _measure(jobs, calls)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - traced0
+    finally:
+        tracemalloc.stop()
+
+
 def test_small_calls_keep_memory_flat():
     """10^5 small calls over every loss, method and error path: RSS flat; and 10^4 of them
     under tracemalloc: Python allocations flat."""
@@ -105,17 +120,8 @@ def test_small_calls_keep_memory_flat():
     if rss0 > 0:
         # 40 bytes lost per call would be 4 MB
         assert rss1 - rss0 < 4 * 2**20, f"RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
-    tracemalloc.start()
-    try:
-        _measure(jobs, 1_000)
-        gc.collect()
-        traced0 = tracemalloc.get_traced_memory()[0]
-        _measure(jobs, 10_000)
-        gc.collect()
-        traced1 = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    assert traced1 - traced0 < 16 * 1024, f"Python allocations grew by {traced1 - traced0} B"
+    grown = _traced_growth(jobs, 1_000, 10_000)
+    assert grown < 16 * 1024, f"Python allocations grew by {grown} B"
 
 
 def test_large_calls_keep_memory_flat():
@@ -132,16 +138,9 @@ def test_large_calls_keep_memory_flat():
     _measure(jobs, 2 * len(jobs))
     gc.collect()
     rss0 = _rss()
-    tracemalloc.start()
-    try:
-        traced0 = tracemalloc.get_traced_memory()[0]
-        _measure(jobs, 100)
-        gc.collect()
-        traced1 = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    grown = _traced_growth(jobs, 0, 100)
     rss1 = _rss()
-    assert traced1 - traced0 < 1 * 2**20, f"Python allocations grew by {traced1 - traced0} B"
+    assert grown < 1 * 2**20, f"Python allocations grew by {grown} B"
     if rss0 > 0:
         assert rss1 - rss0 < 8 * 2**20, f"RSS grew by {(rss1 - rss0) / 2**20:.1f} MiB"
 
