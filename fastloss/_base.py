@@ -256,7 +256,8 @@ def unit_sum_weights(w: Optional[np.ndarray], n: int, denom: float,
     """
     k = math.frexp(denom)[1]
     base = np.ones(n, dtype) if w is None else w
-    return np.ldexp(base, -k).astype(dtype, copy=False)
+    # (np.asarray: a ufunc returns a scalar, not an array, for 0-d input)
+    return np.asarray(np.ldexp(base, -k), dtype=dtype)
 
 
 class ElementwiseLoss(Loss):
@@ -403,10 +404,13 @@ class ElementwiseLoss(Loss):
                     and partials is None and weight_total is None):
                 # sum(w*l) overflowed float64 although the mean may not have: the same sum
                 # with the weights scaled by an exact power of two to sum below 1
+                # (kept only if finite: an infinite loss times a weight that underflowed to 0
+                # is NaN, where the first sum's inf was right)
                 w2 = unit_sum_weights(w, n, wsum, dtype)
-                total, _ = kernel(yt, yp, w2, empty, empty, empty, True, 1.0, nt, _NO_PARTIALS,
-                                  *args)
-                wsum = _core.weight_sum(flat(w2), nt)[0]
+                total2, _ = kernel(yt, yp, w2, empty, empty, empty, True, 1.0, nt,
+                                   _NO_PARTIALS, *args)
+                if math.isfinite(total2):
+                    total, wsum = total2, _core.weight_sum(flat(w2), nt)[0]
             value = self._reduce(total, wsum, reduction)
             return (dtype.type(value) if dtype is _F64 else to_dtype(value, dtype)), go, ho
         return None, go, ho

@@ -179,6 +179,10 @@ cdef inline double dist_grad(double u, double dist, Metric m) noexcept nogil:
         if dist == 0.0:
             return 0.0
         return sign(u) * pow(fabs(u) / dist, m.p - 1.0)
+    if m.kind == KIND_L2:
+        # u / D, not (1 / D) u: |u_k| <= D, so the quotient cannot overflow, where 1 / D does
+        # for a subnormal D (then inf * u, and inf - inf = NaN in a triplet's gradient)
+        return u / dist if dist != 0.0 else 0.0
     return dist_factor(dist, m) * dist_dir(u, m)
 
 

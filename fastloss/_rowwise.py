@@ -274,8 +274,9 @@ class RowwiseLoss(Loss):
                     ign is not None, nt)
             else:
                 denom2, _ = _core.weight_sum(w2, nt)
-            total, _ = kernel(yp, yt, w2, empty, e2, e2, True, 1.0, nt, _NO_PARTIALS, *args)
-            denom = denom2
+            total2, _ = kernel(yp, yt, w2, empty, e2, e2, True, 1.0, nt, _NO_PARTIALS, *args)
+            if math.isfinite(total2):   # (inf * a weight underflowed to 0 is NaN: keep inf)
+                total, denom = total2, denom2
         value = None
         if store:
             value = lo

@@ -158,8 +158,10 @@ class EmbeddingLoss(Loss):
             # sum(w*l) overflowed; the mean may not have: the loss again, with weights scaled
             # to sum below 1 (the gradients above are unchanged: they carry w / denom)
             w2 = unit_sum_weights(w, n, denom, dtype)
-            denom = call.denominator(w2, float(_core.weight_sum(w2, nt)[0]))
-            total, _ = call.run(w2, None, None, True, 1.0, nt)
+            total2, _ = call.run(w2, None, None, True, 1.0, nt)
+            if math.isfinite(total2):   # (inf * a weight underflowed to 0 is NaN: keep inf)
+                total = total2
+                denom = call.denominator(w2, float(_core.weight_sum(w2, nt)[0]))
         value = None
         if store:
             value = lo

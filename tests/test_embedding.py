@@ -827,3 +827,14 @@ def test_triplet_distances_that_overflow(kw):
 def test_triplet_eps_is_a_small_constant():
     with pytest.raises(ValueError, match="eps"):
         fastloss.Triplet(eps=2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_triplet_gradient_at_subnormal_distances(dtype):
+    """Rows a subnormal apart (here only eps = 5e-324 separates them): d(D)/du = u / D = +-1,
+    so the gradients are (0, -1, 1), not 1/D = inf and inf - inf = NaN (found by the property
+    tests on the wheel)."""
+    z = np.zeros((1, 1), dtype)
+    loss, (ga, gp, gn) = fastloss.Triplet(eps=5e-324).loss_gradient(z, z, z)
+    assert float(loss) == 1.0
+    assert (float(ga[0, 0]), float(gp[0, 0]), float(gn[0, 0])) == (0.0, -1.0, 1.0)

@@ -590,3 +590,14 @@ def test_mean_of_losses_near_the_float64_maximum(weighted):
     ref = math.fsum(float(wi) * (float(ei) / 1e154) ** 2 for wi, ei in zip(w, e)) / w.sum()
     assert np.isfinite(got)
     assert got / 1e308 == pytest.approx(ref, rel=1e-14)
+
+
+def test_mean_of_infinite_losses_with_a_tiny_weight_stays_inf():
+    """The overflow retry of a "mean" rescales the weights; a subnormal weight then underflows
+    to 0 and 0 * inf = NaN: the infinite mean is kept (found by deeper fuzzing)."""
+    got = fastloss.MSE().loss(np.zeros(2, np.float32), np.full(2, np.inf, np.float32),
+                              sample_weight=np.array([1.0, 1.4e-45], np.float32))
+    assert got == np.inf
+    got = fastloss.Poisson().loss(np.zeros(3), np.array([0.0, 710.0, 0.0]),
+                                  sample_weight=np.array([2.0, 5e-324, 0.0]))
+    assert got == np.inf
