@@ -23,6 +23,7 @@ from ._validation import (
     check_out,
     check_reduction,
     check_same_shape,
+    detach_inputs,
     compute_dtype,
     flat,
 )
@@ -382,6 +383,8 @@ class ElementwiseLoss(Loss):
         if hess:
             ho = (np.empty(shape, dtype) if hessian_out is None
                   else check_out(hessian_out, shape, dtype, "hessian_out"))
+        if loss_out is not None or gradient_out is not None or hessian_out is not None:
+            yt, yp, w = detach_inputs((yt, yp, w), (loss_out, gradient_out, hessian_out))
         try:
             kernel, args = self._calls[dtype]
         except KeyError:

@@ -1,14 +1,16 @@
 # cython: language_level=3
 """The one loop of every element-wise kernel, written once for float32 and float64.
 
-A kernel is split in two phases per chunk of ``CHUNK`` elements (see ``_blocks.pxd`` for blocks):
+A kernel walks its block in chunks of ``CHUNK`` elements (see ``_blocks.pxd`` for blocks) and
+calls the loss's *eval* function (generated per loss from ``_elementwise.tpi``) on each chunk.
+The eval function computes the loss and/or the first and second derivatives in float64, applies
+the weights and the scale, and stores the outputs in the compute dtype, in one vectorised loop
+with the element math inlined. A summed loss goes to a float64 stack buffer of the chunk, which
+this module sums in a fixed order (``sum_lanes``). Only 8 kinds exist (L, G, LG, GH, LGH, with
+the loss summed or stored), so each loss has 8 loops per dtype.
 
-1. the loss's *eval* function (generated per loss from ``_elementwise.tpi``) computes, in float64,
-   the per-element loss and/or first and second derivatives of the chunk into stack buffers.
-   Only 5 kinds exist (L, G, LG, GH, LGH), so each loss has 5 heavy loops per dtype, each
-   vectorised by the compiler with the element math inlined;
-2. this module applies weights and the reduction scale, stores the outputs in the compute dtype
-   and sums the loss (``sum_lanes``), in small loops that are the same for every loss.
+Without weights, the eval function reads a chunk of ones as its weights (``w * x`` with
+``w = 1`` is exact): one loop serves both cases, and its cost is a load and a multiply from L1.
 
 The eval function is called through a pointer once per chunk (a few ns per 512 elements), which
 is what lets this loop, the threading and the reduction exist once instead of once per loss.
@@ -28,14 +30,25 @@ ctypedef fused floating:
     float
     double
 
-# eval(y, p, m, L, G, H, flag, params): fill L/G/H[0:m] for elements y[0:m], p[0:m], those of
-# its kind; OR domain-flag bits into flag[0]. A loss hands over a table of 8 of them indexed by
-# the kind bits (1 loss, 2 gradient, 4 hessian).
-ctypedef void (*eval_f32_t)(const float* y, const float* p, Py_ssize_t m,
-                            double* L, double* G, double* H, char* flag,
+# The eval functions' pointers are `restrict`: inputs and outputs never overlap (an output the
+# caller aliases with an input is copied first). Without it GCC must check every pair at run time
+# before it may vectorise, and with six pointers it gives up (the loops ran scalar, 4x slower).
+cdef extern from *:
+    ctypedef const float* in_f32 "const float * __restrict__"
+    ctypedef const double* in_f64 "const double * __restrict__"
+    ctypedef float* out_f32 "float * __restrict__"
+    ctypedef double* out_f64 "double * __restrict__"
+
+# eval(y, p, w, m, Ls, lo, go, ho, scale, flag, params): for elements y[0:m], p[0:m] with weights
+# w[0:m], write those of its kind among Ls[i] = w*l (float64, to be summed), lo[i] = w*l,
+# go[i] = scale*w*l', ho[i] = scale*w*l'' (compute dtype); OR domain-flag bits into flag[0].
+# A loss hands over a table of 16 of them indexed by the kind bits (1 loss, 2 gradient,
+# 4 hessian, 8 loss stored rather than summed).
+ctypedef void (*eval_f32_t)(in_f32 y, in_f32 p, in_f32 w, Py_ssize_t m, out_f64 Ls,
+                            out_f32 lo, out_f32 go, out_f32 ho, double scale, char* flag,
                             const double* prm) noexcept nogil
-ctypedef void (*eval_f64_t)(const double* y, const double* p, Py_ssize_t m,
-                            double* L, double* G, double* H, char* flag,
+ctypedef void (*eval_f64_t)(in_f64 y, in_f64 p, in_f64 w, Py_ssize_t m, out_f64 Ls,
+                            out_f64 lo, out_f64 go, out_f64 ho, double scale, char* flag,
                             const double* prm) noexcept nogil
 
 
@@ -44,47 +57,37 @@ cdef inline double run_block(const floating* y, const floating* p, const floatin
                              Py_ssize_t start, Py_ssize_t stop, int variant, char* bad,
                              const eval_f32_t* f32, const eval_f64_t* f64,
                              const double* prm) noexcept nogil:
-    cdef double Lb[CHUNK]
-    cdef double Gb[CHUNK]
-    cdef double Hb[CHUNK]
+    cdef double Ls[CHUNK]
+    cdef floating ones[CHUNK]
+    cdef const floating* wc
+    cdef floating* lc = NULL
+    cdef floating* gc = NULL
+    cdef floating* hc = NULL
     cdef bint want_l = variant & 1, store = variant & 2, weighted = variant & 16
-    cdef int kind = (want_l or store) | ((variant >> 1) & 6)   # L | G(4>>1=2) | H(8>>1=4)
+    # kind bits: L (variant 1), G (4 >> 1 = 2), H (8 >> 1 = 4), stored (2 << 2 = 8)
+    cdef int kind = want_l | ((variant >> 1) & 6) | ((variant & 2) << 2)
     cdef double acc = 0.0
     cdef char flag = 0
     cdef Py_ssize_t c0 = start, m, i
+    if not weighted:
+        for i in range(CHUNK):
+            ones[i] = 1
     while c0 < stop:
         m = stop - c0 if stop - c0 < CHUNK else CHUNK
+        wc = w + c0 if weighted else ones
+        # (no offset on a NULL output: that is undefined behaviour in C, even unused)
+        if lo != NULL:
+            lc = lo + c0
+        if go != NULL:
+            gc = go + c0
+        if ho != NULL:
+            hc = ho + c0
         if floating is float:
-            f32[kind](y + c0, p + c0, m, Lb, Gb, Hb, &flag, prm)
+            f32[kind](y + c0, p + c0, wc, m, Ls, lc, gc, hc, scale, &flag, prm)
         else:
-            f64[kind](y + c0, p + c0, m, Lb, Gb, Hb, &flag, prm)
-        if kind & 1:
-            if store:
-                if weighted:
-                    for i in range(m):
-                        lo[c0 + i] = <floating>(w[c0 + i] * Lb[i])
-                else:
-                    for i in range(m):
-                        lo[c0 + i] = <floating>Lb[i]
-            else:
-                if weighted:
-                    for i in range(m):
-                        Lb[i] = w[c0 + i] * Lb[i]
-                acc += sum_lanes(Lb, m)
-        if kind & 2:
-            if weighted:
-                for i in range(m):
-                    go[c0 + i] = <floating>(scale * w[c0 + i] * Gb[i])
-            else:
-                for i in range(m):
-                    go[c0 + i] = <floating>(scale * Gb[i])
-        if kind & 4:
-            if weighted:
-                for i in range(m):
-                    ho[c0 + i] = <floating>(scale * w[c0 + i] * Hb[i])
-            else:
-                for i in range(m):
-                    ho[c0 + i] = <floating>(scale * Hb[i])
+            f64[kind](y + c0, p + c0, wc, m, Ls, lc, gc, hc, scale, &flag, prm)
+        if want_l and not store:
+            acc += sum_lanes(Ls, m)
         c0 += m
     bad[0] = flag
     return acc

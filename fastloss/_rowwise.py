@@ -27,7 +27,9 @@ from ._base import (
 )
 from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
-from ._validation import EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype
+from ._validation import (
+    EMPTY, as_array, as_compute, check_out, check_reduction, compute_dtype, detach_inputs,
+)
 
 _multiclass = kernel_module("_multiclass")
 _NO_PARTIALS = np.empty(0, np.float64)
@@ -253,6 +255,9 @@ class RowwiseLoss(Loss):
         lo = check_out(loss_out, (n,), dtype, "loss_out") if store else None
         go = check_out(gradient_out, (n, k), dtype, "gradient_out") if grad else None
         ho = check_out(hessian_out, (n, k), dtype, "hessian_out") if hess else None
+        if loss_out is not None or gradient_out is not None or hessian_out is not None:
+            # (a row's inputs are read again after its outputs are written: copy on any overlap)
+            yt, yp, w = detach_inputs((yt, yp, w), (lo, go, ho), in_place_ok=False)
         e2 = _EMPTY2[dtype]
         total, flags = kernel(
             yp, yt, empty if w is None else w, empty if lo is None else lo,

@@ -86,3 +86,34 @@ def check_out(out: Optional[Any], shape: tuple, dtype: np.dtype, name: str) -> n
 def flat(arr: np.ndarray) -> np.ndarray:
     """1-D view of a C-contiguous array (no copy)."""
     return arr if arr.ndim == 1 else arr.reshape(-1)
+
+
+def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
+    """``a`` and ``b`` are the same elements in the same order (one array, two names)."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.shape == b.shape)
+
+
+def detach_inputs(inputs: tuple, outs: tuple, in_place_ok: bool = True) -> tuple:
+    """The inputs, each copied where it overlaps a user ``out`` array.
+
+    The element-wise kernels write output element i after reading input element i only, so
+    there (``in_place_ok``) an ``out`` that *is* an input (``gradient(y, p, out=p)``, an
+    in-place update) is safe and is not copied. An ``out`` that overlaps an input at other
+    positions (``out=a[1:]`` with ``y_pred=a[:-1]``), or any overlap for kernels that read a row
+    again after writing it (``in_place_ok=False``), would have inputs overwritten before they are
+    read; such inputs are copied first, as NumPy's ufuncs do. Outputs overlapping each other
+    raise ``ValueError``. ``None`` entries are skipped.
+    """
+    given = [o for o in outs if o is not None]
+    for i, o in enumerate(given):
+        for o2 in given[i + 1:]:
+            if np.may_share_memory(o, o2):
+                raise ValueError("the out arrays must not overlap each other")
+    detached = []
+    for a in inputs:
+        if a is not None and any(np.may_share_memory(a, o)
+                                 and not (in_place_ok and _same_buffer(a, o)) for o in given):
+            a = a.copy()
+        detached.append(a)
+    return tuple(detached)

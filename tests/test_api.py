@@ -159,6 +159,53 @@ def test_bad_inputs(loss):
         loss.gradient(y, p, out=[0.0] * 10)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_out_arrays_overlapping_the_inputs(dtype):
+    # A reference from separate arrays: the residual formula written here, not the kernel.
+    n = 20_000                       # several blocks and chunks
+    a = np.linspace(-3, 3, n + 1).astype(dtype)
+    y = np.cos(np.arange(n)).astype(dtype)
+    expected = (-2 * (y.astype(np.float64) - a[:-1])).astype(dtype)
+    # out *is* y_pred (an in-place update): allowed, no copy needed
+    p = a[:-1].copy()
+    g = fastloss.MSE().gradient(y, p, reduction="none", out=p)
+    assert g is p
+    np.testing.assert_array_equal(p, expected)
+    # out overlaps y_pred shifted by one element: y_pred must be read before it is overwritten
+    b = a.copy()
+    fastloss.MSE().gradient(y, b[:-1], reduction="none", out=b[1:])
+    np.testing.assert_array_equal(b[1:], expected)
+    b = a.copy()
+    fastloss.MSE().gradient(b[1:], np.zeros(n, dtype), reduction="none", out=b[:-1])
+    np.testing.assert_array_equal(b[:-1], (-2 * a[1:].astype(np.float64)).astype(dtype))
+    # outputs sharing memory with each other cannot both be right
+    with pytest.raises(ValueError, match="out arrays must not overlap"):
+        fastloss.MSE().gradient_hessian(y, p, gradient_out=b[:-1], hessian_out=b[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_row_wise_out_arrays_overlapping_the_inputs(dtype):
+    # The softmax gradient, written here in NumPy: softmax(z) - onehot(y), for the mean.
+    rng = np.random.default_rng(3)
+    n, k = 3000, 5
+    z = rng.normal(0, 2, (n, k)).astype(dtype)
+    y = rng.integers(0, k, n)
+    z64 = z.astype(np.float64)
+    s = np.exp(z64 - z64.max(axis=1, keepdims=True))
+    expected = s / s.sum(axis=1, keepdims=True)
+    expected[np.arange(n), y] -= 1
+    expected = (expected / n).astype(dtype)
+    loss = fastloss.CategoricalCrossEntropy(from_logits=True)
+    tol = dict(rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-9)
+    zz = z.copy()                    # in place: the gradient replaces the logits
+    g = loss.gradient(y, zz, out=zz)
+    assert g is zz
+    np.testing.assert_allclose(zz, expected, **tol)
+    buf = np.concatenate([z.ravel(), np.zeros(k, dtype)])   # out shifted by one row
+    loss.gradient(y, buf[:-k].reshape(n, k), out=buf[k:].reshape(n, k))
+    np.testing.assert_allclose(buf[k:].reshape(n, k), expected, **tol)
+
+
 def test_domain_errors_name_the_argument():
     with pytest.raises(ValueError, match="Poisson: y_true must be >= 0"):
         fastloss.Poisson().loss([1.0, -1.0], [0.0, 0.0])
