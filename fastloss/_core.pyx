@@ -307,7 +307,10 @@ cdef dict _threads_ns = None        # fastloss._threads.__dict__ (read on every 
 cdef object _empty64 = None         # _validation.EMPTY: "not wanted" for the kernels
 cdef object _empty32 = None
 cdef object _no_partials = None
-cdef dict _class_modes = {}         # class -> _FAST | _OWN_REDUCE bits
+cdef dict _class_modes = {}         # class -> _FAST | _DEFAULT_REDUCE bits
+cdef unsigned long long _n_fast = 0       # calls completed on the fast path / handed to _run
+cdef unsigned long long _n_fallback = 0
+cdef bint _fast_enabled = True            # set_fast_path(False): every call to _run (tests)
 cdef cnp.dtype _d64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
 cdef cnp.dtype _d32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
 
@@ -345,6 +348,21 @@ cdef int _default_threads() except -1:
     return n if n < cpus else cpus
 
 
+def fast_call_counts():
+    """``(fast, fallback)``: how many calls ``elementwise_call`` completed itself and how many it
+    handed to ``_run`` since the process started (a test hook; the counts are not reset)."""
+    return _n_fast, _n_fallback
+
+
+def set_fast_path(bint enabled):
+    """Turn the fast path on or off (off: every call goes to ``_run``); returns the previous
+    setting. For tests and for comparisons: results are the same either way."""
+    global _fast_enabled
+    previous = _fast_enabled
+    _fast_enabled = enabled
+    return previous
+
+
 def default_threads():
     """What the fast call path uses for ``n_threads=None`` (equal to ``get_num_threads()``)."""
     return _default_threads()
@@ -367,6 +385,8 @@ cdef object _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads,
                       loss_out, gradient_out, hessian_out):
     """``self._run`` called exactly as the public method of ``what`` calls it, and its result
     shaped as that method returns it."""
+    global _n_fallback
+    _n_fallback += 1
     if what == 1:       # loss
         return self._run(y_true, y_pred, sample_weight, reduction, n_threads, loss=True,
                          grad=False, hess=False, loss_out=loss_out)[0]
@@ -400,7 +420,7 @@ def elementwise_call(self, y_true, y_pred, sample_weight, reduction, n_threads, 
     ``self._run``, with the same outcome.
     """
     cdef bint want_l = what & 1, want_g = what & 2, want_h = what & 4
-    if (what != 1 and what != 2 and what != 3 and what != 7 and what != 6) or (
+    if not _fast_enabled or (what != 1 and what != 2 and what != 3 and what != 7 and what != 6) or (
             loss_out is not None or gradient_out is not None or hessian_out is not None):
         return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
                          loss_out, gradient_out, hessian_out)
@@ -536,6 +556,8 @@ def elementwise_call(self, y_true, y_pred, sample_weight, reduction, n_threads, 
             value = PyArray_Scalar(&v32, _d32, None)
     else:
         value = None
+    global _n_fast
+    _n_fast += 1
     if what == 1:
         return value
     if what == 2:
