@@ -520,7 +520,7 @@ class ElementwiseLoss(Loss):
                               hessian_out: Optional[np.ndarray] = None,
                               n_threads: Optional[int] = None):
         """``(loss, gradient, hessian)`` in one pass, all three for the given reduction."""
-        self._require_hessian()
+        # (elementwise_call calls self._require_hessian() first)
         return _call(self, y_true, y_pred, sample_weight, reduction, n_threads, 7, loss_out,
                      gradient_out, hessian_out)
 
@@ -530,7 +530,7 @@ class ElementwiseLoss(Loss):
                          hessian_out: Optional[np.ndarray] = None,
                          n_threads: Optional[int] = None):
         """Per-sample ``(w_i l'_i, w_i l''_i)``, as gradient boosting wants them."""
-        self._require_hessian()
+        # (elementwise_call calls self._require_hessian() first)
         return _call(self, y_true, y_pred, sample_weight, "none", n_threads, 6, None,
                      gradient_out, hessian_out)
 

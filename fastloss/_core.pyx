@@ -290,9 +290,9 @@ def vmath_eval(str name, const double[::1] x, double[::1] out):
 # through ``self._kernel_for`` on a miss, as ``_run`` does) and the default thread count
 # (``default_threads``: the override of ``set_num_threads`` and ``_CPUS`` read from
 # ``fastloss._threads`` itself, ``omp_get_max_threads()`` which follows OMP_NUM_THREADS and
-# threadpoolctl, the fork guard). What is cached: per class, whether it overrides ``_run``,
-# ``_prepare`` or ``_reduce`` (a class whose methods are replaced after its first call is not
-# seen; subclasses defined at any time are).
+# threadpoolctl, the fork guard), ``has_hessian``. What is cached: per class, whether it
+# overrides ``_run``, ``_prepare``, ``_reduce`` or ``_require_hessian`` (a class whose methods
+# are replaced after its first call is not seen; subclasses defined at any time are).
 
 from cpython.object cimport PyObject
 from cpython.dict cimport PyDict_GetItem
@@ -304,6 +304,7 @@ cdef extern from "numpy/arrayobject.h":
 cdef object _ew_run = None          # ElementwiseLoss._run, _prepare, _reduce (set by fast_setup)
 cdef object _ew_prepare = None
 cdef object _ew_reduce = None
+cdef object _ew_require_hessian = None
 cdef object _to_dtype = None        # _base.to_dtype: cast of a non-float _reduce result
 cdef dict _threads_ns = None        # fastloss._threads.__dict__ (read on every call)
 cdef object _empty64 = None         # _validation.EMPTY: "not wanted" for the kernels
@@ -318,7 +319,8 @@ cdef cnp.dtype _d32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
 
 cdef enum:
     _FAST = 1           # the class keeps ElementwiseLoss._run and _prepare
-    _DEFAULT_REDUCE = 2  # ... and _reduce
+    _DEFAULT_REDUCE = 2  # ... _reduce
+    _DEFAULT_REQUIRE = 4  # ... _require_hessian
     _RED_MEAN = 0
     _RED_SUM = 1
     _RED_NONE = 2
@@ -329,8 +331,9 @@ cdef double _WSUM_LOW = 2.0 ** -600, _WSUM_HIGH = 2.0 ** 600   # as _base.mean_w
 def fast_setup(base, dict threads_ns, empty64, empty32, no_partials, to_dtype):
     """Hand ``elementwise_call`` what it shares with ``fastloss._base`` (called once, there)."""
     global _ew_run, _ew_prepare, _ew_reduce, _threads_ns, _empty64, _empty32, _no_partials
-    global _to_dtype
+    global _to_dtype, _ew_require_hessian
     _ew_run, _ew_prepare, _ew_reduce = base._run, base._prepare, base._reduce
+    _ew_require_hessian = base._require_hessian
     _threads_ns, _empty64, _empty32, _no_partials = threads_ns, empty64, empty32, no_partials
     _to_dtype = to_dtype
     _class_modes.clear()
@@ -379,6 +382,8 @@ cdef int _class_mode(cls) except -1:
         mode |= _FAST
     if getattr(cls, "_reduce", None) is _ew_reduce:
         mode |= _DEFAULT_REDUCE
+    if getattr(cls, "_require_hessian", None) is _ew_require_hessian:
+        mode |= _DEFAULT_REQUIRE
     _class_modes[cls] = mode
     return mode
 
@@ -418,15 +423,20 @@ def elementwise_call(self, y_true, y_pred, sample_weight, reduction, n_threads, 
 
     ``what`` names the method by the kind bits it computes: 1 ``loss``, 2 ``gradient``,
     3 ``loss_gradient``, 7 ``loss_gradient_hessian``, 6 ``gradient_hessian`` (with
-    ``reduction="none"``); the result is that method's. Calls outside the fast path go to
-    ``self._run``, with the same outcome.
+    ``reduction="none"``); the result is that method's. The methods with a hessian call
+    ``self._require_hessian()`` first (inlined when the class keeps it); calls outside the fast
+    path then go to ``self._run``, with the same outcome.
     """
     cdef bint want_l = what & 1, want_g = what & 2, want_h = what & 4
+    cdef int mode = _class_mode(type(self))
+    if want_h:
+        # first, as the public methods do: ElementwiseLoss._require_hessian inlined
+        if not mode & _DEFAULT_REQUIRE or not self.has_hessian:
+            self._require_hessian()
     if (not _fast_enabled or not (what == 1 or what == 2 or what == 3 or what == 6 or what == 7)
             or loss_out is not None or gradient_out is not None or hessian_out is not None):
         return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
                          loss_out, gradient_out, hessian_out)
-    cdef int mode = _class_mode(type(self))
     if not mode & _FAST or type(reduction) is not str:
         return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
                          loss_out, gradient_out, hessian_out)

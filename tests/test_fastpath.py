@@ -381,3 +381,30 @@ def test_kernel_cache_is_used_and_filled():
     spy = _spied(loss)
     loss.gradient(y, 0 * y)
     assert len(spy.threads) == 1
+
+
+def test_hessian_methods_check_for_a_hessian_first():
+    y = np.zeros(4)
+    for method in ("loss_gradient_hessian", "gradient_hessian"):
+        # before anything else: even with inputs that would fail, the error is about the hessian
+        with pytest.raises(NotImplementedError, match="RMSE has no per-sample hessian"):
+            getattr(fastloss.RMSE(), method)(y, None, n_threads=0)
+    calls = []
+
+    class Checked(fastloss.MSE):
+        __slots__ = ()
+
+        def _require_hessian(self):
+            calls.append(1)
+            super()._require_hessian()
+
+    class NoHessian(fastloss.MSE):
+        __slots__ = ()
+        has_hessian = False
+
+    Checked().loss_gradient_hessian(y, y)
+    Checked().gradient_hessian(y, y)
+    Checked().loss_gradient(y, y)
+    assert calls == [1, 1]
+    with pytest.raises(NotImplementedError, match="NoHessian has no per-sample hessian"):
+        NoHessian().gradient_hessian(y, y)
