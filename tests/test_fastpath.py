@@ -408,3 +408,33 @@ def test_hessian_methods_check_for_a_hessian_first():
     assert calls == [1, 1]
     with pytest.raises(NotImplementedError, match="NoHessian has no per-sample hessian"):
         NoHessian().gradient_hessian(y, y)
+
+
+def test_rowwise_kernel_cache():
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((50, 4))
+    y = rng.integers(0, 4, 50)
+    t = rng.dirichlet(np.ones(4), 50)
+    loss = fastloss.CategoricalCrossEntropy(from_logits=True, class_weight=[1.0, 2.0, 0.5, 1.0])
+    for _ in range(2):      # the second round runs from the cache: the same bits
+        for yt in (y, t):
+            for zz in (z, z.astype(np.float32)):
+                got = loss.loss_gradient(yt, zz, reduction="mean")
+                fresh = fastloss.CategoricalCrossEntropy(
+                    from_logits=True, class_weight=[1.0, 2.0, 0.5, 1.0])
+                _assert_same_bits(got, fresh.loss_gradient(yt, zz, reduction="mean"))
+    assert len(loss._calls) == 4
+    # NumPy reference for the weighted mean over labels (PyTorch's convention)
+    cw = np.array([1.0, 2.0, 0.5, 1.0])
+    logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    want = np.sum(-cw[y] * logp[np.arange(50), y]) / np.sum(cw[y])
+    np.testing.assert_allclose(loss.loss(y, z), want, rtol=1e-13)
+    # an error is not cached: it is raised on every call
+    for _ in range(2):
+        with pytest.raises(ValueError, match="class_weight has 4 entries"):
+            loss.loss(y, z[:, :3])
+    # the cache stays bounded whatever the number of classes seen
+    plain = fastloss.CategoricalCrossEntropy(from_logits=True)
+    for k in range(1, 150):
+        plain.loss(np.zeros(3, int), np.zeros((3, k)))
+    assert len(plain._calls) <= 64
