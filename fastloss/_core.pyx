@@ -310,7 +310,7 @@ cdef dict _threads_ns = None        # fastloss._threads.__dict__ (read on every 
 cdef object _empty64 = None         # _validation.EMPTY: "not wanted" for the kernels
 cdef object _empty32 = None
 cdef object _no_partials = None
-cdef dict _class_modes = {}         # class -> _FAST | _DEFAULT_REDUCE bits
+cdef dict _class_modes = {}         # class -> its _FAST | _DEFAULT_* bits
 cdef unsigned long long _n_fast = 0       # calls completed on the fast path / handed to _run
 cdef unsigned long long _n_fallback = 0
 cdef bint _fast_enabled = True            # set_fast_path(False): every call to _run (tests)
@@ -384,6 +384,8 @@ cdef int _class_mode(cls) except -1:
         mode |= _DEFAULT_REDUCE
     if getattr(cls, "_require_hessian", None) is _ew_require_hessian:
         mode |= _DEFAULT_REQUIRE
+    if len(_class_modes) >= 1024:     # (classes made on the fly must not pile up here)
+        _class_modes.clear()
     _class_modes[cls] = mode
     return mode
 
