@@ -438,3 +438,17 @@ def test_rowwise_kernel_cache():
     for k in range(1, 150):
         plain.loss(np.zeros(3, int), np.zeros((3, k)))
     assert len(plain._calls) <= 64
+
+
+def test_no_reference_leaks():
+    # a C path holds references by hand: the inputs' and the loss's counts must not move
+    y, p, w = np.ones(100), np.zeros(100), np.ones(100)
+    loss = fastloss.Huber()
+    before = [sys.getrefcount(x) for x in (y, p, w, loss)]
+    for _ in range(1000):
+        loss.loss(y, p)
+        loss.loss_gradient_hessian(y, p, sample_weight=w, reduction="sum")
+        loss.gradient_hessian(y, p, sample_weight=w)
+        with pytest.raises(ValueError):
+            loss.gradient(y, p, sample_weight=-w)
+    assert [sys.getrefcount(x) for x in (y, p, w, loss)] == before
