@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _threads
 from ._threads import get_num_threads, resolve_n_threads
 from ._validation import (
     EMPTY,
@@ -30,6 +30,9 @@ from ._validation import (
 
 ArrayLike = Any
 _NO_PARTIALS = np.empty(0, np.float64)
+# The public methods of ElementwiseLoss: a compiled fast path for the common call that hands
+# every other call to ElementwiseLoss._run (see "the fast call path" in _core.pyx).
+_call = _core.elementwise_call
 _F64 = np.dtype(np.float64)
 _F32 = np.dtype(np.float32)
 
@@ -490,8 +493,8 @@ class ElementwiseLoss(Loss):
         -------
         scalar of the compute dtype, or ndarray of the shape of ``y_pred``
         """
-        return self._run(y_true, y_pred, sample_weight, reduction, n_threads,
-                         loss=True, grad=False, hess=False, loss_out=loss_out)[0]
+        return _call(self, y_true, y_pred, sample_weight, reduction, n_threads, 1, loss_out,
+                     None, None)
 
     def gradient(self, y_true: ArrayLike, y_pred: ArrayLike, *, sample_weight: ArrayLike = None,
                  reduction: str = "mean", out: Optional[np.ndarray] = None,
@@ -501,8 +504,8 @@ class ElementwiseLoss(Loss):
         ``"mean"`` gives ``w_i l'_i / sum(w)``; ``"sum"`` and ``"none"`` give ``w_i l'_i``.
         ``out`` receives it when given. Other parameters as in :meth:`loss`.
         """
-        return self._run(y_true, y_pred, sample_weight, reduction, n_threads,
-                         loss=False, grad=True, hess=False, gradient_out=out)[1]
+        return _call(self, y_true, y_pred, sample_weight, reduction, n_threads, 2, None, out,
+                     None)
 
     def loss_gradient(self, y_true: ArrayLike, y_pred: ArrayLike, *,
                       sample_weight: ArrayLike = None, reduction: str = "mean",
@@ -510,10 +513,8 @@ class ElementwiseLoss(Loss):
                       gradient_out: Optional[np.ndarray] = None,
                       n_threads: Optional[int] = None):
         """``(loss, gradient)`` in one pass; the gradient is that of the returned loss."""
-        value, g, _ = self._run(y_true, y_pred, sample_weight, reduction, n_threads,
-                                loss=True, grad=True, hess=False, loss_out=loss_out,
-                                gradient_out=gradient_out)
-        return value, g
+        return _call(self, y_true, y_pred, sample_weight, reduction, n_threads, 3, loss_out,
+                     gradient_out, None)
 
     def loss_gradient_hessian(self, y_true: ArrayLike, y_pred: ArrayLike, *,
                               sample_weight: ArrayLike = None, reduction: str = "mean",
@@ -522,10 +523,9 @@ class ElementwiseLoss(Loss):
                               hessian_out: Optional[np.ndarray] = None,
                               n_threads: Optional[int] = None):
         """``(loss, gradient, hessian)`` in one pass, all three for the given reduction."""
-        self._require_hessian()
-        return self._run(y_true, y_pred, sample_weight, reduction, n_threads,
-                         loss=True, grad=True, hess=True, loss_out=loss_out,
-                         gradient_out=gradient_out, hessian_out=hessian_out)
+        # (elementwise_call calls self._require_hessian() first)
+        return _call(self, y_true, y_pred, sample_weight, reduction, n_threads, 7, loss_out,
+                     gradient_out, hessian_out)
 
     def gradient_hessian(self, y_true: ArrayLike, y_pred: ArrayLike, *,
                          sample_weight: ArrayLike = None,
@@ -533,11 +533,9 @@ class ElementwiseLoss(Loss):
                          hessian_out: Optional[np.ndarray] = None,
                          n_threads: Optional[int] = None):
         """Per-sample ``(w_i l'_i, w_i l''_i)``, as gradient boosting wants them."""
-        self._require_hessian()
-        _, g, h = self._run(y_true, y_pred, sample_weight, "none", n_threads,
-                            loss=False, grad=True, hess=True, gradient_out=gradient_out,
-                            hessian_out=hessian_out)
-        return g, h
+        # (elementwise_call calls self._require_hessian() first)
+        return _call(self, y_true, y_pred, sample_weight, "none", n_threads, 6, None,
+                     gradient_out, hessian_out)
 
     def _require_hessian(self) -> None:
         if not self.has_hessian:
@@ -565,3 +563,7 @@ class ElementwiseLoss(Loss):
             if not np.sum(w) > 0:
                 raise ValueError("sample_weight must not sum to 0")
         return y, w
+
+
+_core.fast_setup(ElementwiseLoss, _threads.__dict__, EMPTY[_F64], EMPTY[_F32], _NO_PARTIALS,
+                 to_dtype)

@@ -143,6 +143,34 @@ def combine_partials(const double[::1] partials):
     return combine(&partials[0], partials.shape[0])
 
 
+cdef int _weight_sum_into(const floating* w, Py_ssize_t n, int n_threads, double* partials,
+                          double* total, bint* negative) noexcept nogil:
+    """``total[0] = sum(w[0:n])`` and ``negative[0] = any(w < 0)`` over ``n > 0`` elements, by
+    blocks (``partials``, when not NULL, receives each block's sum). Returns -1 when out of
+    memory, else 0. Shared by ``weight_sum`` and the fast call path below."""
+    cdef Py_ssize_t nb = n_blocks(n, BLOCK), b
+    cdef int nt = threads_for(n, n_threads)
+    cdef bint own = partials == NULL
+    cdef double* part = <double*>malloc(nb * sizeof(double)) if own else partials
+    cdef char* bad = <char*>malloc(nb * sizeof(char))
+    if part == NULL or bad == NULL:
+        if own:
+            free(part)
+        free(bad)
+        return -1
+    for b in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+        part[b] = _weight_block(w, b * BLOCK, min(b * BLOCK + BLOCK, n), &bad[b])
+    total[0] = combine(part, nb)
+    negative[0] = False
+    for b in range(nb):
+        if bad[b]:
+            negative[0] = True
+    if own:
+        free(part)
+    free(bad)
+    return 0
+
+
 def weight_sum(const floating[::1] w, int n_threads, double[::1] partials=None):
     """Return ``(sum(w), any(w < 0))`` in one pass; the sum in float64, thread-count independent.
 
@@ -151,30 +179,18 @@ def weight_sum(const floating[::1] w, int n_threads, double[::1] partials=None):
     cdef Py_ssize_t n = w.shape[0]
     if n == 0:
         return 0.0, False
-    cdef Py_ssize_t nb = n_blocks(n, BLOCK), b
-    cdef int nt = threads_for(n, n_threads)
+    cdef Py_ssize_t nb = n_blocks(n, BLOCK)
     cdef bint own = partials is None or partials.shape[0] == 0
     if not own and partials.shape[0] != nb:
         raise ValueError(f"partials has {partials.shape[0]} slots, expected {nb}")
-    cdef double* part = <double*>malloc(nb * sizeof(double)) if own else &partials[0]
-    cdef char* bad = <char*>malloc(nb * sizeof(char))
     cdef double total
     cdef bint negative = False
-    if part == NULL or bad == NULL:
-        if own:
-            free(part)
-        free(bad)
-        raise MemoryError()
+    cdef int status
     with nogil:
-        for b in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            part[b] = _weight_block(&w[0], b * BLOCK, min(b * BLOCK + BLOCK, n), &bad[b])
-        total = combine(part, nb)
-        for b in range(nb):
-            if bad[b]:
-                negative = True
-    if own:
-        free(part)
-    free(bad)
+        status = _weight_sum_into(&w[0], n, n_threads, NULL if own else &partials[0], &total,
+                                  &negative)
+    if status != 0:
+        raise MemoryError()
     return total, negative
 
 
@@ -243,3 +259,325 @@ def vmath_eval(str name, const double[::1] x, double[::1] out):
         else:
             for i in range(n):
                 out[i] = fl_log1p_unit(x[i])
+
+
+# ---------------------------------------------------------------------------- the fast call path
+#
+# Why this exists. A call such as ``MSE().loss(y, p)`` on 1,000 elements spends well under a
+# microsecond in its kernel, but about four in the Python that leads there
+# (``ElementwiseLoss._run``: checking the reduction, ``_prepare``, ``get_num_threads()``, the
+# output arrays, the kernel lookup, building the scalar result). ``elementwise_call`` below does
+# the same for the common call in C, two to three times faster overall:
+#
+#   * exact ``numpy.ndarray`` inputs whose dtype *is* the native float64 or float32 descriptor,
+#     both C-contiguous, of one shape (what ``ElementwiseLoss._prepare`` passes through untouched);
+#   * no weights, or weights of that same dtype, shape and layout, whose sum is non-negative,
+#     non-zero for a "mean", and inside the range where ``mean_weights`` leaves them alone;
+#   * a ``reduction`` the loss allows; ``n_threads`` None or a plain ``int`` in [1, 2**31 - 1];
+#   * no ``*_out`` arrays; a class that keeps ``ElementwiseLoss._run`` and ``_prepare``.
+#
+# Everything else, and every call that would raise, or take a rare branch of ``_run`` (weights
+# out of range, a negative or zero weight sum, the retry of a "mean" whose float64 sum overflowed),
+# is handed to ``self._run`` with the arguments the public method passes, and ``_run`` redoes it
+# from the start. ``_run`` is deterministic and nothing was written anywhere the caller can see
+# (only into arrays the fast path made), so a fallback is never observable: errors
+# are raised by the same code in the same order, and results are bitwise those of ``_run``. The
+# fast path raises nothing itself except through ``self._raise_domain`` (domain flags), which is
+# what ``_run`` calls at that point too; its arithmetic (``1 / sum(w)`` scale, ``total / wsum``,
+# the final cast) is the same IEEE double arithmetic as ``_run``'s, done in C.
+#
+# What is re-read on every call: the loss's ``reductions``, its kernel cache ``_calls`` (filled
+# through ``self._kernel_for`` on a miss, as ``_run`` does) and the default thread count
+# (``default_threads``: the override of ``set_num_threads`` and ``_CPUS`` read from
+# ``fastloss._threads`` itself, ``omp_get_max_threads()`` which follows OMP_NUM_THREADS and
+# threadpoolctl, the fork guard), ``has_hessian``. What is cached: per class, whether it
+# overrides ``_run``, ``_prepare``, ``_reduce`` or ``_require_hessian`` (a class whose methods
+# are replaced after its first call is not seen; subclasses defined at any time are).
+
+from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_GetItem
+from libc.math cimport isinf, INFINITY, NAN
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
+
+cdef object _ew_run = None          # ElementwiseLoss._run, _prepare, _reduce (set by fast_setup)
+cdef object _ew_prepare = None
+cdef object _ew_reduce = None
+cdef object _ew_require_hessian = None
+cdef object _to_dtype = None        # _base.to_dtype: cast of a non-float _reduce result
+cdef dict _threads_ns = None        # fastloss._threads.__dict__ (read on every call)
+cdef object _empty64 = None         # _validation.EMPTY: "not wanted" for the kernels
+cdef object _empty32 = None
+cdef object _no_partials = None
+cdef dict _class_modes = {}         # class -> its _FAST | _DEFAULT_* bits
+cdef unsigned long long _n_fast = 0       # calls completed on the fast path / handed to _run
+cdef unsigned long long _n_fallback = 0
+cdef bint _fast_enabled = True            # set_fast_path(False): every call to _run (tests)
+cdef cnp.dtype _d64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
+cdef cnp.dtype _d32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
+
+cdef enum:
+    _FAST = 1           # the class keeps ElementwiseLoss._run and _prepare
+    _DEFAULT_REDUCE = 2  # ... _reduce
+    _DEFAULT_REQUIRE = 4  # ... _require_hessian
+    _RED_MEAN = 0
+    _RED_SUM = 1
+    _RED_NONE = 2
+
+cdef double _WSUM_LOW = 2.0 ** -600, _WSUM_HIGH = 2.0 ** 600   # as _base.mean_weights
+
+
+def fast_setup(base, dict threads_ns, empty64, empty32, no_partials, to_dtype):
+    """Hand ``elementwise_call`` what it shares with ``fastloss._base`` (called once, there)."""
+    global _ew_run, _ew_prepare, _ew_reduce, _threads_ns, _empty64, _empty32, _no_partials
+    global _to_dtype, _ew_require_hessian
+    _ew_run, _ew_prepare, _ew_reduce = base._run, base._prepare, base._reduce
+    _ew_require_hessian = base._require_hessian
+    _threads_ns, _empty64, _empty32, _no_partials = threads_ns, empty64, empty32, no_partials
+    _to_dtype = to_dtype
+    _class_modes.clear()
+
+
+cdef int _default_threads() except -1:
+    """``fastloss.get_num_threads()``, in C: the same rules, the same state, read every call."""
+    if fl_threads_lost():
+        return 1
+    cdef PyObject* override = PyDict_GetItem(_threads_ns, "_override")
+    if override != NULL and <object>override is not None:
+        return <object>override
+    if not FASTLOSS_OPENMP:
+        return 1
+    cdef int n = omp_get_max_threads()
+    cdef int cpus = <object>PyDict_GetItem(_threads_ns, "_CPUS")
+    return n if n < cpus else cpus
+
+
+def fast_call_counts():
+    """``(fast, fallback)``: how many calls ``elementwise_call`` completed itself and how many it
+    handed to ``_run`` since the process started (a test hook; the counts are not reset)."""
+    return _n_fast, _n_fallback
+
+
+def set_fast_path(bint enabled):
+    """Turn the fast path on or off (off: every call goes to ``_run``); returns the previous
+    setting. For tests and for comparisons: results are the same either way."""
+    global _fast_enabled
+    previous = _fast_enabled
+    _fast_enabled = enabled
+    return previous
+
+
+def default_threads():
+    """What the fast call path uses for ``n_threads=None`` (equal to ``get_num_threads()``)."""
+    return _default_threads()
+
+
+cdef int _class_mode(cls) except -1:
+    cdef PyObject* found = PyDict_GetItem(_class_modes, cls)
+    if found != NULL:
+        return <object>found
+    cdef int mode = 0
+    if getattr(cls, "_run", None) is _ew_run and getattr(cls, "_prepare", None) is _ew_prepare:
+        mode |= _FAST
+    if getattr(cls, "_reduce", None) is _ew_reduce:
+        mode |= _DEFAULT_REDUCE
+    if getattr(cls, "_require_hessian", None) is _ew_require_hessian:
+        mode |= _DEFAULT_REQUIRE
+    if len(_class_modes) >= 1024:     # (classes made on the fly must not pile up here)
+        _class_modes.clear()
+    _class_modes[cls] = mode
+    return mode
+
+
+cdef object _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, int what,
+                      loss_out, gradient_out, hessian_out):
+    """``self._run`` called exactly as the public method of ``what`` calls it, and its result
+    shaped as that method returns it."""
+    global _n_fallback
+    _n_fallback += 1
+    if what == 1:       # loss
+        return self._run(y_true, y_pred, sample_weight, reduction, n_threads, loss=True,
+                         grad=False, hess=False, loss_out=loss_out)[0]
+    if what == 2:       # gradient
+        return self._run(y_true, y_pred, sample_weight, reduction, n_threads, loss=False,
+                         grad=True, hess=False, gradient_out=gradient_out)[1]
+    if what == 3:       # loss_gradient
+        value, g, _ = self._run(y_true, y_pred, sample_weight, reduction, n_threads, loss=True,
+                                grad=True, hess=False, loss_out=loss_out,
+                                gradient_out=gradient_out)
+        return value, g
+    if what == 7:       # loss_gradient_hessian
+        return self._run(y_true, y_pred, sample_weight, reduction, n_threads, loss=True,
+                         grad=True, hess=True, loss_out=loss_out, gradient_out=gradient_out,
+                         hessian_out=hessian_out)
+    if what == 6:       # gradient_hessian
+        _, g, h = self._run(y_true, y_pred, sample_weight, reduction, n_threads, loss=False,
+                            grad=True, hess=True, gradient_out=gradient_out,
+                            hessian_out=hessian_out)
+        return g, h
+    raise ValueError(f"elementwise_call: unknown request {what}")
+
+
+def elementwise_call(self, y_true, y_pred, sample_weight, reduction, n_threads, int what,
+                     loss_out, gradient_out, hessian_out):
+    """The public methods of ``ElementwiseLoss`` (see the design comment above).
+
+    ``what`` names the method by the kind bits it computes: 1 ``loss``, 2 ``gradient``,
+    3 ``loss_gradient``, 7 ``loss_gradient_hessian``, 6 ``gradient_hessian`` (with
+    ``reduction="none"``); the result is that method's. The methods with a hessian call
+    ``self._require_hessian()`` first (inlined when the class keeps it); calls outside the fast
+    path then go to ``self._run``, with the same outcome.
+    """
+    cdef bint want_l = what & 1, want_g = what & 2, want_h = what & 4
+    cdef int mode = _class_mode(type(self))
+    if want_h:
+        # first, as the public methods do: ElementwiseLoss._require_hessian inlined
+        if not mode & _DEFAULT_REQUIRE or not self.has_hessian:
+            self._require_hessian()
+    if (not _fast_enabled or not (what == 1 or what == 2 or what == 3 or what == 6 or what == 7)
+            or loss_out is not None or gradient_out is not None or hessian_out is not None):
+        return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                         loss_out, gradient_out, hessian_out)
+    if not mode & _FAST or type(reduction) is not str:
+        return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                         loss_out, gradient_out, hessian_out)
+    cdef int red
+    if reduction == "mean":
+        red = _RED_MEAN
+    elif reduction == "sum":
+        red = _RED_SUM
+    elif reduction == "none":
+        red = _RED_NONE
+    else:
+        red = -1
+    if red < 0 or reduction not in self.reductions:
+        return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                         loss_out, gradient_out, hessian_out)
+    # the arrays: as ElementwiseLoss._prepare's own shortcut accepts them, and weights alike
+    if not (cnp.PyArray_CheckExact(y_pred) and cnp.PyArray_CheckExact(y_true)):
+        return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                         loss_out, gradient_out, hessian_out)
+    cdef cnp.ndarray yp = <cnp.ndarray>y_pred, yt = <cnp.ndarray>y_true, w = None
+    cdef void* descr = <void*>cnp.PyArray_DESCR(yp)
+    if ((descr != <void*>_d64 and descr != <void*>_d32)
+            or <void*>cnp.PyArray_DESCR(yt) != descr
+            or not cnp.PyArray_IS_C_CONTIGUOUS(yp) or not cnp.PyArray_IS_C_CONTIGUOUS(yt)
+            or cnp.PyArray_NDIM(yp) != cnp.PyArray_NDIM(yt)
+            or not cnp.PyArray_SAMESHAPE(yp, yt)):
+        return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                         loss_out, gradient_out, hessian_out)
+    if sample_weight is not None:
+        if not cnp.PyArray_CheckExact(sample_weight):
+            return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                             loss_out, gradient_out, hessian_out)
+        w = <cnp.ndarray>sample_weight
+        if (<void*>cnp.PyArray_DESCR(w) != descr or not cnp.PyArray_IS_C_CONTIGUOUS(w)
+                or cnp.PyArray_NDIM(w) != cnp.PyArray_NDIM(yp)
+                or not cnp.PyArray_SAMESHAPE(w, yp)):
+            return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                             loss_out, gradient_out, hessian_out)
+    # threads: as resolve_n_threads, whose other cases (errors, numpy integers) _run handles
+    cdef int nt
+    if n_threads is None:
+        nt = _default_threads()
+    elif type(n_threads) is int and 0 < n_threads <= 2147483647:
+        nt = n_threads
+    else:
+        return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                         loss_out, gradient_out, hessian_out)
+    cdef bint f64 = descr == <void*>_d64
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(yp)
+    cdef double wsum = <double>n
+    cdef bint negative = False
+    cdef int status = 0
+    if w is not None and n > 0:
+        with nogil:
+            if f64:
+                status = _weight_sum_into(<const double*>cnp.PyArray_DATA(w), n, nt, NULL,
+                                          &wsum, &negative)
+            else:
+                status = _weight_sum_into(<const float*>cnp.PyArray_DATA(w), n, nt, NULL,
+                                          &wsum, &negative)
+        # _run raises (negative, or zero sum for a mean), or rescales the weights: its call
+        if status != 0 or negative or (red == _RED_MEAN
+                                       and not _WSUM_LOW <= wsum <= _WSUM_HIGH):
+            return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                             loss_out, gradient_out, hessian_out)
+    elif w is not None:
+        wsum = 0.0
+    cdef double scale = 1.0 / wsum if (red == _RED_MEAN and wsum > 0) else 1.0
+    cdef bint store = want_l and red == _RED_NONE
+    empty = _empty64 if f64 else _empty32
+    lo = go = ho = empty
+    cdef int typenum = cnp.NPY_DOUBLE if f64 else cnp.NPY_FLOAT
+    cdef int nd = cnp.PyArray_NDIM(yp)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(yp)
+    if store:
+        lo = cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+    if want_g:
+        go = cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+    if want_h:
+        ho = cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+    # the kernel and its scalar arguments, from the loss's own cache (as _run)
+    dtype = <object>descr
+    cdef PyObject* entry = PyDict_GetItem(self._calls, dtype)
+    call = <object>entry if entry != NULL else self._kernel_for(dtype)
+    kernel, args = call
+    cdef Py_ssize_t nargs = len(args)
+    wa = empty if w is None else w
+    want = want_l and not store
+    if nargs == 0:
+        res = kernel(yt, yp, wa, lo, go, ho, want, scale, nt, _no_partials)
+    elif nargs == 1:
+        res = kernel(yt, yp, wa, lo, go, ho, want, scale, nt, _no_partials, args[0])
+    elif nargs == 2:
+        res = kernel(yt, yp, wa, lo, go, ho, want, scale, nt, _no_partials, args[0], args[1])
+    else:
+        res = kernel(yt, yp, wa, lo, go, ho, want, scale, nt, _no_partials, *args)
+    cdef double total = res[0]
+    flags = res[1]
+    if flags:
+        self._raise_domain(flags)
+    cdef double v
+    cdef float v32
+    if store:
+        value = lo
+    elif want_l:
+        if red == _RED_MEAN and isinf(total) and 0 < wsum < INFINITY:
+            # sum(w*l) overflowed: _run's retry with rescaled weights (rare; redo it all there)
+            return _fallback(self, y_true, y_pred, sample_weight, reduction, n_threads, what,
+                             loss_out, gradient_out, hessian_out)
+        if mode & _DEFAULT_REDUCE:
+            if red == _RED_MEAN:
+                v = total / wsum if wsum > 0 else NAN
+            else:
+                v = total
+            reduced = None
+        else:
+            reduced = self._reduce(total, wsum, reduction)
+            if type(reduced) is float:
+                v = reduced
+                reduced = None
+        if reduced is not None:     # an overridden _reduce returned something else: as _run
+            value = dtype.type(reduced) if f64 else _to_dtype(reduced, dtype)
+        elif f64:
+            value = PyArray_Scalar(&v, _d64, None)
+        else:
+            # the C cast rounds to nearest (inf beyond the float32 range), as numpy's does,
+            # without numpy's overflow warning (as _base.to_dtype)
+            v32 = <float>v
+            value = PyArray_Scalar(&v32, _d32, None)
+    else:
+        value = None
+    global _n_fast
+    _n_fast += 1
+    if what == 1:
+        return value
+    if what == 2:
+        return go
+    if what == 3:
+        return value, go
+    if what == 7:
+        return value, go, ho
+    return go, ho

@@ -32,6 +32,7 @@ from ._validation import (
 )
 
 _multiclass = kernel_module("_multiclass")
+_MAX_CALLS = 64     # kernel calls cached per instance (see RowwiseLoss._kernel_for)
 _NO_PARTIALS = np.empty(0, np.float64)
 _EMPTY2 = {dt: np.empty((0, 0), dt) for dt in EMPTY}
 _LABEL_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -132,6 +133,26 @@ class RowwiseLoss(Loss):
                      dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
         """The kernel for ``target`` (``"label"`` or ``"rows"``) and its trailing arguments."""
         raise NotImplementedError
+
+    def _kernel_for(self, target: str, n_classes: int,
+                    dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
+        """``_kernel_call(target, n_classes, dtype)``, computed once per instance and key.
+
+        Instances are immutable, and the lookup (parameter reads, the class-weight array) cost
+        more than a small kernel call. A call that raises (``class_weight`` of the wrong length)
+        is not cached, so it raises again. At most ``_MAX_CALLS`` keys are kept per instance
+        (one per number of classes seen, in practice).
+        """
+        key = (target, n_classes, dtype)
+        try:
+            return self._calls[key]
+        except KeyError:
+            pass
+        call = self._kernel_call(target, n_classes, dtype)
+        if len(self._calls) >= _MAX_CALLS:
+            self._calls.clear()
+        self._calls[key] = call
+        return call
 
     def _class_weights(self, n_classes: int) -> Optional[np.ndarray]:
         """Per-class weights (float64, length K) or ``None``; they weight the "mean" over labels."""
@@ -239,7 +260,7 @@ class RowwiseLoss(Loss):
                 w, wsum = mean_weights(w, wsum, nt)
         else:
             wsum = float(n)
-        kernel, args = self._kernel_call(target, k, dtype)
+        kernel, args = self._kernel_for(target, k, dtype)
         denom = wsum
         if target == "label" and reduction == "mean":
             ign = self._ignore()
