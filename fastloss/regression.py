@@ -121,6 +121,15 @@ class MAE(ElementwiseLoss):
         return _weighted_quantile(*self._baseline_inputs(y_true, sample_weight), 0.5)
 
 
+_RMS_TINY = 2.0**-450       # below it, the mean of e^2 has lost its digits or underflowed
+
+
+def _scaled_value(value, k: int):
+    """``value * 2^k`` in the dtype of ``value`` (inf past the float32 range, no warning)."""
+    with np.errstate(over="ignore"):
+        return value.dtype.type(math.ldexp(float(value), k))
+
+
 @register
 class RMSE(ElementwiseLoss):
     r"""Root mean squared error :math:`L = \sqrt{\sum_i w_i (y_i - p_i)^2 / \sum_i w_i}`.
@@ -150,6 +159,16 @@ class RMSE(ElementwiseLoss):
         mean = super()._reduce(total, wsum, reduction)
         return math.sqrt(mean) if mean >= 0 else mean
 
+    def loss(self, y_true, y_pred, *, sample_weight=None, reduction="mean", loss_out=None,
+             n_threads=None):
+        value = super().loss(y_true, y_pred, sample_weight=sample_weight, reduction=reduction,
+                             loss_out=loss_out, n_threads=n_threads)
+        if not _RMS_TINY <= float(value) < math.inf:
+            scaled = self._rescaled(y_true, y_pred, sample_weight, n_threads, False)
+            if scaled is not None:
+                value = scaled[0]
+        return value
+
     def gradient(self, y_true, y_pred, *, sample_weight=None, reduction="mean", out=None,
                  n_threads=None):
         return self.loss_gradient(y_true, y_pred, sample_weight=sample_weight,
@@ -163,8 +182,43 @@ class RMSE(ElementwiseLoss):
                                          reduction=reduction, loss_out=loss_out,
                                          gradient_out=gradient_out, n_threads=n_threads)
         rmse = float(value)
-        g *= (0.5 / rmse) if rmse > 0 else 0.0
+        if not _RMS_TINY <= rmse < math.inf and (rmse != 0 or np.any(g)):
+            scaled = self._rescaled(y_true, y_pred, sample_weight, n_threads, True, g)
+            if scaled is not None:
+                return scaled
+        with np.errstate(invalid="ignore"):     # inf * 0 = NaN for infinite inputs
+            g *= (0.5 / rmse) if rmse > 0 else 0.0
         return value, g
+
+    def _rescaled(self, y_true, y_pred, sample_weight, n_threads, grad, g=None):
+        """``(RMSE, gradient)`` from residuals scaled by a power of two, or None.
+
+        The mean of e^2 overflows for |e| > 1.3e154 and underflows to 0 for |e| < 1.5e-162
+        although the RMSE, and its gradient ``-w e / (W RMSE)``, are finite and non-zero. With
+        ``y / s`` and ``p / s`` for ``s = 2^k`` (exact), the scaled pass gives ``RMSE / s`` and a
+        gradient that ``RMSE / s`` scales back exactly. None when the inputs are not finite (the
+        first result stands) or the scaled pass is no better.
+        """
+        yt = np.asarray(y_true, dtype=np.float64 if np.asarray(y_pred).dtype != np.float32
+                        else np.float32)
+        yp = np.asarray(y_pred, dtype=yt.dtype)
+        with np.errstate(invalid="ignore"):
+            top = max(float(np.max(np.abs(yt), initial=0.0)),
+                      float(np.max(np.abs(yp), initial=0.0)))
+        if not 0.0 < top < math.inf:
+            return None
+        k = math.frexp(top)[1]
+        ys, ps = np.ldexp(yt, -k), np.ldexp(yp, -k)
+        if not grad:
+            value = super().loss(ys, ps, sample_weight=sample_weight, n_threads=n_threads)
+            return (_scaled_value(value, k),) if 0 < value < math.inf else None
+        value, gs = super().loss_gradient(ys, ps, sample_weight=sample_weight,
+                                          n_threads=n_threads)
+        if not 0 < float(value) < math.inf:
+            return None
+        # (gs holds -2 w (e/s) / W: times 0.5 / (RMSE/s) it is the gradient, unscaled)
+        g[...] = gs * (0.5 / float(value))
+        return _scaled_value(value, k), g
 
     def reduce_sums(self, loss_sum, weight_sum, reduction="mean", dtype=np.float64):
         """The root of the mean from the totals of :meth:`partial_sums` (squared errors)."""

@@ -487,6 +487,30 @@ def test_rmse(rng):
         rmse.gradient_hessian(y, p)
 
 
+@pytest.mark.parametrize("magnitude", [1e200, 1e-200, 2**1000, 1e-310])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rmse_where_the_mean_of_squares_overflows_or_underflows(magnitude, weighted, rng):
+    """|e| beyond 1.3e154 (e^2 overflows) or below 1.5e-162 (e^2 underflows to 0): the RMSE and
+    its gradient -w e / (W RMSE) are still finite and non-zero. Reference: exact rationals."""
+    from fractions import Fraction
+    e = rng.uniform(0.5, 2, 50) * np.where(rng.uniform(size=50) < 0.5, -1.0, 1.0)
+    p = e * magnitude
+    y = np.zeros_like(p)
+    w = rng.uniform(0.5, 2, 50) if weighted else np.ones(50)
+    W = sum(Fraction(float(v)) for v in w)
+    mean = sum(Fraction(float(wi)) * Fraction(float(pi)) ** 2 for wi, pi in zip(w, p)) / W
+    unit = math.sqrt(float(mean / Fraction(magnitude) ** 2))     # RMSE / magnitude, about 1
+    ref = unit * magnitude              # (for magnitude 1e-310, a subnormal: fewer digits)
+    value, g = fastloss.RMSE().loss_gradient(y, p, sample_weight=w if weighted else None)
+    tol = dict(rel=1e-14, abs=5e-324)   # a subnormal RMSE is rounded to its last bit
+    assert float(value) == pytest.approx(ref, **tol)
+    assert float(fastloss.RMSE().loss(y, p, sample_weight=w if weighted else None)) == \
+        pytest.approx(ref, **tol)
+    g_ref = np.array([float(Fraction(float(wi)) * Fraction(float(pi)) / W / Fraction(magnitude))
+                      for wi, pi in zip(w, p)]) / unit
+    np.testing.assert_allclose(g, g_ref, rtol=1e-13)
+
+
 @pytest.mark.parametrize("case", IDS)
 def test_baseline_minimises_the_loss(case, rng):
     scipy_opt = pytest.importorskip("scipy.optimize")
