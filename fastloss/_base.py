@@ -264,6 +264,27 @@ def unit_sum_weights(w: Optional[np.ndarray], n: int, denom: float,
     return np.asarray(np.ldexp(base, -k), dtype=dtype)
 
 
+def retry_overflowed_mean(total: float, denom: float, w: Optional[np.ndarray], n: int,
+                          dtype: np.dtype, rerun: Callable[[np.ndarray], float],
+                          denominator: Callable[[np.ndarray], float]) -> Tuple[float, float]:
+    """``(sum(w*l), denom)`` of a "mean", redone when the float64 sum overflowed.
+
+    ``sum(w*l)`` can overflow although the mean does not (n losses near the float64 maximum).
+    Then ``rerun(w2)`` recomputes the sum with the weights of :func:`unit_sum_weights` (which
+    sum below 1) and ``denominator(w2)`` gives the mean's denominator for them. The new pair is
+    kept only if finite: an infinite loss times a weight that underflowed to 0 is NaN, where the
+    first sum's inf was right. Derivatives need no retry: they carry ``w / denom``. Shared by
+    every family (element-wise, row-wise, embeddings).
+    """
+    if not (math.isinf(total) and 0 < denom < math.inf):
+        return total, denom
+    w2 = unit_sum_weights(w, n, denom, dtype)
+    total2 = rerun(w2)
+    if math.isfinite(total2):
+        return total2, denominator(w2)
+    return total, denom
+
+
 class ElementwiseLoss(Loss):
     """A loss where every element of ``y_pred`` is a sample (any shape).
 
@@ -406,17 +427,12 @@ class ElementwiseLoss(Loss):
         if store:
             return lo, go, ho
         if loss:
-            if (reduction == "mean" and math.isinf(total) and 0 < wsum < math.inf
-                    and partials is None and weight_total is None):
-                # sum(w*l) overflowed float64 although the mean may not have: the same sum
-                # with the weights scaled by an exact power of two to sum below 1
-                # (kept only if finite: an infinite loss times a weight that underflowed to 0
-                # is NaN, where the first sum's inf was right)
-                w2 = unit_sum_weights(w, n, wsum, dtype)
-                total2, _ = kernel(yt, yp, w2, empty, empty, empty, True, 1.0, nt,
-                                   _NO_PARTIALS, *args)
-                if math.isfinite(total2):
-                    total, wsum = total2, _core.weight_sum(flat(w2), nt)[0]
+            if reduction == "mean" and partials is None and weight_total is None:
+                total, wsum = retry_overflowed_mean(
+                    total, wsum, w, n, dtype,
+                    lambda w2: kernel(yt, yp, w2, empty, empty, empty, True, 1.0, nt,
+                                      _NO_PARTIALS, *args)[0],
+                    lambda w2: _core.weight_sum(flat(w2), nt)[0])
             value = self._reduce(total, wsum, reduction)
             return (dtype.type(value) if dtype is _F64 else to_dtype(value, dtype)), go, ho
         return None, go, ho

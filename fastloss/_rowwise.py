@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _core
 from ._base import (
-    REAL, ArrayLike, ArraySpec, Domain, Loss, mean_weights, to_dtype, unit_sum_weights,
+    REAL, ArrayLike, ArraySpec, Domain, Loss, mean_weights, retry_overflowed_mean, to_dtype,
 )
 from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
@@ -287,22 +287,21 @@ class RowwiseLoss(Loss):
         )
         if flags:
             self._raise_domain(flags, target, yt, k)
-        if (loss and reduction == "mean" and math.isinf(total) and 0 < denom < math.inf
-                and dtype == np.float64 and partials is None):
-            # sum(w*l) overflowed; the mean may not have: the loss again, with weights scaled
-            # to sum below 1 (the gradient above is unchanged: it carries w / denom)
-            w2 = unit_sum_weights(w, n, denom, dtype)
-            denom2 = denom
-            if target == "label":
-                ign = self._ignore()
-                denom2, _ = _multiclass.label_weight_sum(
-                    yt, self._label_weights(k), w2, 0 if ign is None else ign,
-                    ign is not None, nt)
-            else:
-                denom2, _ = _core.weight_sum(w2, nt)
-            total2, _ = kernel(yp, yt, w2, empty, e2, e2, True, 1.0, nt, _NO_PARTIALS, *args)
-            if math.isfinite(total2):   # (inf * a weight underflowed to 0 is NaN: keep inf)
-                total, denom = total2, denom2
+        if loss and reduction == "mean" and dtype == np.float64 and partials is None:
+            ign = self._ignore()
+
+            def denominator(w2):
+                if target == "label":
+                    return _multiclass.label_weight_sum(
+                        yt, self._label_weights(k), w2, 0 if ign is None else ign,
+                        ign is not None, nt)[0]
+                return _core.weight_sum(w2, nt)[0]
+
+            total, denom = retry_overflowed_mean(
+                total, denom, w, n, dtype,
+                lambda w2: kernel(yp, yt, w2, empty, e2, e2, True, 1.0, nt, _NO_PARTIALS,
+                                  *args)[0],
+                denominator)
         value = None
         if store:
             value = lo

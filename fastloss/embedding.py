@@ -37,7 +37,7 @@ import numpy as np
 from . import _core
 from ._dispatch import kernel_module
 from ._base import (
-    ArrayLike, ArraySpec, Domain, Loss, Param, mean_weights, to_dtype, unit_sum_weights,
+    ArrayLike, ArraySpec, Domain, Loss, Param, mean_weights, retry_overflowed_mean, to_dtype,
 )
 from ._registry import register
 from ._threads import resolve_n_threads
@@ -153,15 +153,11 @@ class EmbeddingLoss(Loss):
         total, flags = call.run(w, lo, gos, loss and not store, scale, nt)
         if flags:
             call.raise_flags(flags)
-        if (loss and reduction == "mean" and math.isinf(total) and 0 < denom < math.inf
-                and dtype == np.float64):
-            # sum(w*l) overflowed; the mean may not have: the loss again, with weights scaled
-            # to sum below 1 (the gradients above are unchanged: they carry w / denom)
-            w2 = unit_sum_weights(w, n, denom, dtype)
-            total2, _ = call.run(w2, None, None, True, 1.0, nt)
-            if math.isfinite(total2):   # (inf * a weight underflowed to 0 is NaN: keep inf)
-                total = total2
-                denom = call.denominator(w2, float(_core.weight_sum(w2, nt)[0]))
+        if loss and reduction == "mean" and dtype == np.float64:
+            total, denom = retry_overflowed_mean(
+                total, denom, w, n, dtype,
+                lambda w2: call.run(w2, None, None, True, 1.0, nt)[0],
+                lambda w2: call.denominator(w2, float(_core.weight_sum(w2, nt)[0])))
         value = None
         if store:
             value = lo
