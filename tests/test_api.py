@@ -1,5 +1,6 @@
 """The public API around the kernels: objects, registry, shortcuts, threads, bad input."""
 
+import math
 import pickle
 
 import numpy as np
@@ -253,3 +254,24 @@ def test_concurrent_callers_get_the_same_bits(rng):
     for value, g, h in results:
         assert value.tobytes() == expect[0].tobytes()
         assert g.tobytes() == expect[1].tobytes() and h.tobytes() == expect[2].tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 8192, 8195, 30_001])
+def test_weight_sum_and_negative_flag(dtype, n):
+    """The kernels' sum of weights: float64, close to math.fsum, the same for any thread
+    count, and the negative flag wherever the negative weight sits (tail elements included)."""
+    rng = np.random.default_rng(n)
+    w = rng.uniform(0, 3, n).astype(dtype)
+    exact = math.fsum(w.astype(np.float64))
+    s1, neg1 = fastloss._core.weight_sum(w, 1)
+    s2, neg2 = fastloss._core.weight_sum(w, 2)
+    assert s1 == s2 and not neg1 and not neg2
+    assert s1 == pytest.approx(exact, rel=1e-13)
+    for pos in {0, n // 2, n - 1}:
+        v = w.copy()
+        v[pos] = -0.5
+        assert fastloss._core.weight_sum(v, 2)[1]
+    v = w.copy()
+    v[n - 1] = -0.0                  # -0 is not negative
+    assert not fastloss._core.weight_sum(v, 1)[1]
