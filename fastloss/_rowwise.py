@@ -212,8 +212,20 @@ class RowwiseLoss(Loss):
         return " or ".join(forms)
 
     def _label_weights(self, n_classes: int) -> np.ndarray:
+        """The class weights, ones without them: read-only, cached per instance and K (a new
+        array per call cost a few microseconds of a small call). Raises as ``_class_weights``."""
+        key = ("label_weights", n_classes)
+        try:
+            return self._calls[key]
+        except KeyError:
+            pass
         cw = self._class_weights(n_classes)
-        return np.ones(n_classes) if cw is None else cw
+        cw = np.ones(n_classes) if cw is None else np.array(cw, dtype=np.float64)
+        cw.flags.writeable = False
+        if len(self._calls) >= _MAX_CALLS:
+            self._calls.clear()
+        self._calls[key] = cw
+        return cw
 
     def _label_error(self, labels: np.ndarray, n_classes: int) -> str:
         ign = self._ignore()
