@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import _core
+
 REDUCTIONS = ("mean", "sum", "none")
 
 _F32 = np.dtype(np.float32)
@@ -88,12 +90,6 @@ def flat(arr: np.ndarray) -> np.ndarray:
     return arr if arr.ndim == 1 else arr.reshape(-1)
 
 
-def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
-    """``a`` and ``b`` are the same elements in the same order (one array, two names)."""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides and a.shape == b.shape)
-
-
 def detach_inputs(inputs: tuple, outs: tuple, in_place_ok: bool = True) -> tuple:
     """The inputs, each copied where it overlaps a user ``out`` array.
 
@@ -108,12 +104,13 @@ def detach_inputs(inputs: tuple, outs: tuple, in_place_ok: bool = True) -> tuple
     given = [o for o in outs if o is not None]
     for i, o in enumerate(given):
         for o2 in given[i + 1:]:
-            if np.may_share_memory(o, o2):
+            if _core.overlap(o, o2):
                 raise ValueError("the out arrays must not overlap each other")
     detached = []
     for a in inputs:
-        if a is not None and any(np.may_share_memory(a, o)
-                                 and not (in_place_ok and _same_buffer(a, o)) for o in given):
-            a = a.copy()
+        if a is not None:
+            how = [_core.overlap(a, o) for o in given]
+            if 2 in how or (1 in how and not in_place_ok):
+                a = a.copy()
         detached.append(a)
     return tuple(detached)

@@ -275,3 +275,19 @@ def test_weight_sum_and_negative_flag(dtype, n):
     v = w.copy()
     v[n - 1] = -0.0                  # -0 is not negative
     assert not fastloss._core.weight_sum(v, 1)[1]
+
+
+def test_overlap_of_contiguous_arrays():
+    """_core.overlap against NumPy's exact np.shares_memory, on views of one buffer."""
+    buf = np.zeros(100)
+    views = [buf, buf[:50], buf[50:], buf[10:60], buf[49:51], buf[:0], np.zeros(10),
+             buf.view(np.float32), buf[:50].reshape(5, 10)]
+    for a in views:
+        for b in views:
+            how = fastloss._core.overlap(a, b)
+            assert (how != 0) == np.shares_memory(a, b)
+            same = a.nbytes == b.nbytes and a.nbytes > 0 and \
+                a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            assert (how == 1) == same
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastloss._core.overlap(buf[::2], buf)

@@ -107,6 +107,53 @@ def test_fast_path_is_bitwise_run(name, dtype):
             np.testing.assert_array_equal(a, b)   # inputs untouched
 
 
+_OUT_ARGS = {"loss": ("loss_out",), "gradient": ("out",),
+             "loss_gradient": ("loss_out", "gradient_out"),
+             "loss_gradient_hessian": ("loss_out", "gradient_out", "hessian_out"),
+             "gradient_hessian": ("gradient_out", "hessian_out")}
+
+
+@pytest.mark.parametrize("name", ["mse", "poisson", "binary_cross_entropy", "huber"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_out_arrays_on_the_fast_path(name, dtype):
+    """Fitting out arrays that overlap nothing run on the fast path and are the arrays returned;
+    an in-place or overlapping out goes to _run; both give _run's bits."""
+    loss = fastloss.get(name)
+    rng = np.random.default_rng(11)
+    y, p = _inputs(name, 3000, dtype, rng)
+    for method, names in _OUT_ARGS.items():
+        for reduction in ("none", "mean"):
+            outs = {k: np.empty_like(p) for k in names
+                    if k != "loss_out" or (reduction == "none" and method != "gradient_hessian")}
+            if not outs:
+                continue
+            before = _fast_counts()
+            got = _public(loss, method, y, p, reduction=reduction, **outs)
+            after = _fast_counts()
+            assert after[0] == before[0] + 1 and after[1] == before[1]
+            want = _reference(loss, method, y, p, reduction=reduction,
+                              **{k: np.empty_like(p) for k in outs})
+            _assert_same_bits(got, want)
+            got = got if isinstance(got, tuple) else (got,)
+            assert all(any(g is o for g in got) for o in outs.values())
+    # an out that is y_pred (in place) or overlaps it: _run, and still right
+    if name != "binary_cross_entropy":
+        want = loss.gradient(y, p, reduction="none")
+        before = _fast_counts()
+        q = p.copy()
+        assert loss.gradient(y, q, reduction="none", out=q) is q
+        assert _fast_counts()[1] == before[1] + 1
+        np.testing.assert_array_equal(q, want)
+        buf = np.concatenate([p, np.zeros(1, dtype)])
+        loss.gradient(y, buf[:-1], reduction="none", out=buf[1:])
+        np.testing.assert_array_equal(buf[1:], want)
+    g = np.empty_like(p)
+    with pytest.raises(ValueError, match="loss_out is only used with reduction='none'"):
+        loss.loss_gradient(y, p, loss_out=g, gradient_out=np.empty_like(p))
+    with pytest.raises(ValueError, match="must not overlap each other"):
+        loss.gradient_hessian(y, p, gradient_out=g, hessian_out=g)
+
+
 def test_results_are_the_numpy_formula():
     # independent of _run: the MSE and its derivatives written out in NumPy
     rng = np.random.default_rng(3)
