@@ -46,6 +46,32 @@ cdef inline double sum_lanes(const double* b, Py_ssize_t m) noexcept nogil:
     return (s0 + s1) + (s2 + s3)
 
 
+cdef inline double sum_chunk(const double* b, Py_ssize_t m) noexcept nogil:
+    """Sum ``b[0:m]`` over 16 interleaved lanes (element j in lane j % 16), in a fixed order.
+
+    For the element-wise chunk buffers (hundreds of terms). ``sum_lanes``' one vector of 4 lanes
+    is a chain of dependent additions, 3 cycles per 4 terms: a quarter of the time of a float32
+    MSE pass. Four independent vectors (16 lanes) take a cycle per 16. The order still depends
+    only on the element index: the same result for any thread count.
+    """
+    cdef double s[16]
+    cdef Py_ssize_t j = 0, l
+    for l in range(16):
+        s[l] = 0.0
+    while j + 16 <= m:
+        for l in range(16):
+            s[l] += b[j + l]
+        j += 16
+    while j < m:
+        s[j & 15] += b[j]
+        j += 1
+    for l in range(8):
+        s[l] += s[l + 8]
+    for l in range(4):
+        s[l] += s[l + 4]
+    return (s[0] + s[1]) + (s[2] + s[3])
+
+
 cdef inline Py_ssize_t n_blocks(Py_ssize_t n, Py_ssize_t block) noexcept nogil:
     return (n + block - 1) // block
 

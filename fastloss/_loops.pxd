@@ -6,7 +6,7 @@ calls the loss's *eval* function (generated per loss from ``_elementwise.tpi``) 
 The eval function computes the loss and/or the first and second derivatives in float64, applies
 the weights and the scale, and stores the outputs in the compute dtype, in one vectorised loop
 with the element math inlined. A summed loss goes to a float64 stack buffer of the chunk, which
-this module sums in a fixed order (``sum_lanes``). Only 8 kinds exist (L, G, LG, GH, LGH, with
+this module sums in a fixed order (``sum_chunk``). Only 8 kinds exist (L, G, LG, GH, LGH, with
 the loss summed or stored), so each loss has 8 loops per dtype.
 
 Without weights, the eval function reads a chunk of ones as its weights (``w * x`` with
@@ -22,7 +22,7 @@ from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 
 from fastloss._blocks cimport (
-    BLOCK, CHUNK, n_blocks, threads_for, combine, sum_lanes, variant_code, fastloss_enter,
+    BLOCK, CHUNK, n_blocks, threads_for, combine, sum_chunk, variant_code, fastloss_enter,
     fastloss_leave,
 )
 
@@ -87,7 +87,7 @@ cdef inline double run_block(const floating* y, const floating* p, const floatin
         else:
             f64[kind](y + c0, p + c0, wc, m, Ls, lc, gc, hc, scale, &flag, prm)
         if want_l and not store:
-            acc += sum_lanes(Ls, m)
+            acc += sum_chunk(Ls, m)
         c0 += m
     bad[0] = flag
     return acc
