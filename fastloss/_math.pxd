@@ -21,6 +21,8 @@ cdef extern from "_vmath.h":
     double expm1_tail "fl_expm1_poly_tail"(double) noexcept nogil
     # log1p for arguments in [-0.6, 1] only (a probability, e^{-|z|}, -tanh^2): a third cheaper
     double log1p_unit "fl_log1p_unit"(double) noexcept nogil
+    # exp to about 1e-8 relative for x <= 709 (0 below e^-708): for results rounded to float32
+    double exp_lp "fl_exp_lp"(double) noexcept nogil
 
 
 cdef inline bint isnan(double x) noexcept nogil:

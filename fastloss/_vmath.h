@@ -114,6 +114,27 @@ static inline double fl_exp(double x)
     return y;   /* NaN: every comparison is false and NaN flows through */
 }
 
+/* exp(x) to about 1e-8 relative (float32 results: a sixth of a float32 ulp), for x <= 709,
+ * in about half the operations of fl_exp: one-constant reduction x = k ln2 + r (the rounding
+ * of k ln2 costs at most 1e-13 relative), e^r by its Taylor polynomial to degree 7 (truncation
+ * < 7e-9 relative for |r| <= ln2/2) by Estrin's scheme, 2^k by one factor. Results below
+ * e^-708 (about 3e-308) are 0: no subnormals, which no float32 result could hold anyway.
+ * exp(-inf) = 0; NaN in -> NaN out. For kernels whose results are rounded to float32. */
+static inline double fl_exp_lp(double x)
+{
+    double xc = x < -708.0 ? -708.0 : x;
+    double k = (xc * FL_LOG2E + FL_SHIFTER) - FL_SHIFTER;
+    double r = xc - k * 6.93147180559945309417e-01;
+    double r2 = r * r, r4 = r2 * r2;
+    double a0 = 1.0 + r;
+    double a1 = 0.5 + r * (1.0 / 6.0);
+    double a2 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    double a3 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+    double p = (a0 + r2 * a1) + r4 * (a2 + r2 * a3);
+    double y = p * fl_pow2i(k);
+    return x < -708.0 ? 0.0 : y;  /* NaN: the comparisons are false and NaN flows through */
+}
+
 /* expm1(x) = (2^k - 1) + 2^k q from the same reduction: q itself for |x| < ln2/2 (k = 0,
  * r = x exactly: no cancellation), and a sum cancelling by at most a factor 2.4 otherwise;
  * e^x - 1 = e^x for k > 60 (overflowing like exp), -1 for k < -60. One polynomial. */

@@ -1,0 +1,217 @@
+"""The softmax kernels' tile path (rows side by side in SIMD lanes, K <= 64) and its edges.
+
+References written here, independently of the kernels: mpmath at 40 digits for the row loss,
+its gradient ``S softmax(z) - u`` and hessian diagonal ``S q (1 - q)`` (with ``u = c t'``,
+``S = sum u``), and SciPy's ``log_softmax`` for the smoothed/weighted forms. Both sides of
+the tile/row cut-off (K = 64 / 65) are covered, with row counts that leave partial tiles,
+and C / F / strided layouts, thread counts and extreme logits.
+"""
+
+import mpmath
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+import fastloss
+
+CE = fastloss.CategoricalCrossEntropy
+KL = fastloss.KLDivergence
+KS = [1, 2, 3, 5, 10, 17, 64, 65, 130]
+
+
+def mp_row(z, u, dps=40):
+    """(loss, gradient, hessian) of one row at ``dps`` digits: u = c t' (weighted targets)."""
+    with mpmath.workdps(dps):
+        zs = [mpmath.mpf(float(v)) for v in z]
+        us = [mpmath.mpf(float(v)) for v in u]
+        m = max(zs)
+        s = mpmath.fsum(mpmath.exp(v - m) for v in zs)
+        lse = m + mpmath.log(s)
+        q = [mpmath.exp(v - lse) for v in zs]
+        S = mpmath.fsum(us)
+        loss = mpmath.fsum(uk * (lse - v) for uk, v in zip(us, zs) if uk != 0)
+        grad = [S * qk - uk for qk, uk in zip(q, us)]
+        hess = [S * qk * (1 - qk) for qk in q]
+        return float(loss), np.array([float(g) for g in grad]), np.array([float(h) for h in hess])
+
+
+def mp_reference(u, z):
+    out = [mp_row(zr, ur) for zr, ur in zip(z, u)]
+    return (np.array([o[0] for o in out]), np.array([o[1] for o in out]),
+            np.array([o[2] for o in out]))
+
+
+def rel_close(a, b, rtol, scale):
+    """|a - b| <= rtol * (|b| + scale), elementwise (scale: the row's magnitude, for terms that
+    cancel to near 0 such as a gradient S q_k - u_k)."""
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    assert np.all(np.abs(a - b) <= rtol * (np.abs(b) + scale)), np.max(np.abs(a - b))
+
+
+def per_row(loss, y, z, **kw):
+    return loss.loss_gradient_hessian(y, z, reduction="none", **kw)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("k", KS)
+def test_labels_against_mpmath(k, dtype, rtol):
+    rng = np.random.default_rng(k)
+    n = 53                                   # not a multiple of any tile size
+    z64 = rng.standard_normal((n, k)) * 4.0
+    z64[0] = 0.0                             # ties for the maximum
+    z64[1, : min(k, 3)] = 50.0
+    z64[2] = -30.0 * np.arange(k)            # a confident row: tiny loss, 1 - p_a tiny
+    z = z64.astype(dtype)
+    y = rng.integers(0, k, n)
+    y[2] = 0
+    cw = rng.uniform(0.5, 2.0, k)
+    loss = CE(from_logits=True, class_weight=cw)
+    l, g, h = per_row(loss, y, z)
+    u = np.zeros((n, k))
+    u[np.arange(n), y] = cw[y]
+    rl, rg, rh = mp_reference(u, z.astype(np.float64))
+    rel_close(l, rl, rtol, 0.0)
+    scale = u.sum(axis=1, keepdims=True) * (np.finfo(dtype).tiny / np.finfo(dtype).eps)
+    rel_close(g, rg, rtol, scale)
+    rel_close(h, rh, rtol, scale)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("k", [2, 10, 64, 65])
+def test_smoothing_and_rows_against_mpmath(k, dtype, rtol):
+    rng = np.random.default_rng(100 + k)
+    n = 21
+    z = (rng.standard_normal((n, k)) * 3.0).astype(dtype)
+    y = rng.integers(0, k, n)
+    cw = rng.uniform(0.5, 2.0, k)
+    s = 0.1
+    loss = CE(from_logits=True, class_weight=cw, label_smoothing=s)
+    l, g, h = per_row(loss, y, z)
+    t = np.zeros((n, k))
+    t[np.arange(n), y] = 1.0
+    u = cw * ((1 - s) * t + s / k)
+    rl, rg, rh = mp_reference(u, z.astype(np.float64))
+    sc = u.sum(axis=1, keepdims=True)
+    rel_close(l, rl, rtol, 0.0)
+    rel_close(g, rg, rtol, sc * 1e-3)
+    rel_close(h, rh, rtol, 0.0)
+    # target rows (probabilities): the same loss with u = c t'
+    p = rng.dirichlet(np.ones(k), n)
+    lp, gp, hp = per_row(loss, p, z)
+    u = cw * ((1 - s) * p + s / k)
+    rl, rg, rh = mp_reference(u, z.astype(np.float64))
+    sc = u.sum(axis=1, keepdims=True)
+    rel_close(lp, rl, rtol, 0.0)
+    rel_close(gp, rg, rtol, sc * 1e-3)
+    rel_close(hp, rh, rtol, 0.0)
+
+
+@pytest.mark.parametrize("k", [3, 10, 64, 65])
+def test_kl_from_logits_against_scipy(k):
+    rng = np.random.default_rng(7 + k)
+    n = 37
+    z = rng.standard_normal((n, k)) * 3.0
+    t = rng.dirichlet(np.ones(k), n)
+    t[0, 0] = 0.0
+    t[0] /= t[0].sum()
+    loss = KL(from_logits=True)
+    l = loss.loss(t, z, reduction="none")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = np.sum(np.where(t > 0, t * (np.log(np.where(t > 0, t, 1)) - log_softmax(z, axis=1)),
+                              0.0), axis=1)
+    np.testing.assert_allclose(l, ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2, 10, 64, 65])
+def test_layouts_give_identical_bits(k, dtype):
+    rng = np.random.default_rng(k)
+    n = 203
+    zc = (rng.standard_normal((n, k)) * 5).astype(dtype)
+    y = rng.integers(0, k, n)
+    p = rng.dirichlet(np.ones(k), n).astype(dtype)
+    zf = np.asfortranarray(zc)
+    big = np.zeros((2 * n, 3 * k), dtype)
+    big[::2, ::3] = zc
+    zs = big[::2, ::3]                       # both strides non-unit
+    zr = zc[::-1][::-1]                      # reversed twice: a view, negative-stride free
+    for loss in (CE(from_logits=True), CE(from_logits=True, label_smoothing=0.2)):
+        for target in (y, p, np.asfortranarray(p)):
+            ref = per_row(loss, target, zc)
+            for zz in (zf, zs, zr):
+                out = per_row(loss, target, zz)
+                for a, b in zip(out, ref):
+                    assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [2, 10, 65])
+def test_thread_count_gives_identical_bits(k, dtype):
+    rng = np.random.default_rng(3)
+    n = 300_000 // k + 17
+    z = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    y = rng.integers(0, k, n)
+    w = rng.uniform(0, 2, n).astype(dtype)
+    loss = CE(from_logits=True, ignore_index=1)
+    ref = loss.loss_gradient_hessian(y, z, sample_weight=w, n_threads=1)
+    out = loss.loss_gradient_hessian(y, z, sample_weight=w, n_threads=2)
+    assert out[0] == ref[0] or (np.isnan(out[0]) and np.isnan(ref[0]))
+    assert np.array_equal(out[1], ref[1]) and np.array_equal(out[2], ref[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [2, 10, 65])
+def test_extreme_logits(k, dtype):
+    z = np.zeros((4, k), dtype)
+    z[0, 0] = 1e4                   # certain and right
+    z[1, 1 % k] = 1e4               # certain and wrong (for k > 1)
+    z[2, :] = -1e4                  # all equal
+    z[3, 0] = -1e4                  # one class impossible
+    y = np.array([0, 0, 0, 0])
+    l, g, h = per_row(CE(from_logits=True), y, z)
+    assert np.all(np.isfinite(l)) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
+    assert l[0] == 0 and np.all(g[0] == 0) and np.all(h[0] == 0)
+    assert l[1] == pytest.approx(1e4, rel=1e-6)
+    assert g[1, 0] == -1 and g[1, 1] == 1 and np.all(h[1] == 0)
+    np.testing.assert_allclose(l[2], np.log(k), rtol=1e-6)
+    np.testing.assert_allclose(h[2], (1 / k) * (1 - 1 / k), rtol=1e-6)
+    assert l[3] == pytest.approx(1e4 + np.log(k - 1), rel=1e-6)
+    assert g[3, 0] == -1
+
+
+def test_tiny_losses_keep_relative_precision():
+    # a confident right row: loss = log1p(sum e^-d) ~ (K - 1) e^-d, down to subnormals
+    for d in (30.0, 300.0, 700.0, 740.0):
+        z = np.array([[0.0] + [-d] * 9])
+        l, g, h = per_row(CE(from_logits=True), np.array([0]), z)
+        ref = mp_row(z[0], [1.0] + [0.0] * 9, dps=400)   # 1 + 1e-321 exactly
+        sub = 20 * 5e-324             # the e^-d are subnormal below d = 708: a few ulps of them
+        assert l[0] == pytest.approx(ref[0], rel=1e-12, abs=sub)
+        np.testing.assert_allclose(g[0], ref[1], rtol=1e-12, atol=sub)
+
+
+def test_nan_stays_in_its_row_and_ignored_rows_are_zero():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((70, 10))
+    z[5, 3] = np.nan
+    z[6, 0] = np.nan
+    y = rng.integers(0, 10, 70)
+    y[9] = -100
+    z[9, 2] = np.nan                # an ignored row's NaN counts nowhere
+    l, g, h = per_row(CE(from_logits=True, ignore_index=-100), y, z)
+    bad = {5, 6}
+    for i in range(70):
+        if i in bad:
+            assert np.isnan(l[i]) and np.all(np.isnan(g[i])) and np.all(np.isnan(h[i]))
+        else:
+            assert np.isfinite(l[i]) and np.all(np.isfinite(g[i]))
+    assert l[9] == 0 and np.all(g[9] == 0) and np.all(h[9] == 0)
+
+
+def test_bad_label_raises_in_the_tile_path():
+    z = np.zeros((100, 10))
+    y = np.zeros(100, int)
+    y[77] = 10
+    with pytest.raises(ValueError, match="class labels must be in"):
+        CE(from_logits=True).loss(y, z)
