@@ -240,6 +240,7 @@ cdef extern from "_vmath.h":
     double fl_log1p(double) noexcept nogil
     double fl_tanh(double) noexcept nogil
     double fl_log1p_unit(double) noexcept nogil
+    double fl_exp_lp(double) noexcept nogil
 
 
 def vmath_eval(str name, const double[::1] x, double[::1] out):
@@ -249,7 +250,7 @@ def vmath_eval(str name, const double[::1] x, double[::1] out):
         raise ValueError("out must have the length of x")
     cdef int which
     try:
-        which = ["exp", "expm1", "log", "log1p", "tanh", "log1p_unit"].index(name)
+        which = ["exp", "expm1", "log", "log1p", "tanh", "log1p_unit", "exp_lp"].index(name)
     except ValueError:
         raise ValueError(f"unknown function {name!r}") from None
     with nogil:
@@ -268,9 +269,12 @@ def vmath_eval(str name, const double[::1] x, double[::1] out):
         elif which == 4:
             for i in range(n):
                 out[i] = fl_tanh(x[i])
-        else:
+        elif which == 5:
             for i in range(n):
                 out[i] = fl_log1p_unit(x[i])
+        else:
+            for i in range(n):
+                out[i] = fl_exp_lp(x[i])
 
 
 # ---------------------------------------------------------------------------- the fast call path
