@@ -143,16 +143,21 @@ class RowwiseLoss(Loss):
         is not cached, so it raises again. At most ``_MAX_CALLS`` keys are kept per instance
         (one per number of classes seen, in practice).
         """
-        key = (target, n_classes, dtype)
+        return self._cached((target, n_classes, dtype),
+                            lambda: self._kernel_call(target, n_classes, dtype))
+
+    def _cached(self, key, make: Callable[[], Any]) -> Any:
+        """``self._calls[key]``, made by ``make()`` on a miss (nothing is stored if it raises);
+        at most ``_MAX_CALLS`` entries per instance (the cache is cleared when full)."""
         try:
             return self._calls[key]
         except KeyError:
             pass
-        call = self._kernel_call(target, n_classes, dtype)
+        value = make()
         if len(self._calls) >= _MAX_CALLS:
             self._calls.clear()
-        self._calls[key] = call
-        return call
+        self._calls[key] = value
+        return value
 
     def _class_weights(self, n_classes: int) -> Optional[np.ndarray]:
         """Per-class weights (float64, length K) or ``None``; they weight the "mean" over labels."""
@@ -214,18 +219,12 @@ class RowwiseLoss(Loss):
     def _label_weights(self, n_classes: int) -> np.ndarray:
         """The class weights, ones without them: read-only, cached per instance and K (a new
         array per call cost a few microseconds of a small call). Raises as ``_class_weights``."""
-        key = ("label_weights", n_classes)
-        try:
-            return self._calls[key]
-        except KeyError:
-            pass
-        cw = self._class_weights(n_classes)
-        cw = np.ones(n_classes) if cw is None else np.array(cw, dtype=np.float64)
-        cw.flags.writeable = False
-        if len(self._calls) >= _MAX_CALLS:
-            self._calls.clear()
-        self._calls[key] = cw
-        return cw
+        def make():
+            cw = self._class_weights(n_classes)
+            cw = np.ones(n_classes) if cw is None else np.array(cw, dtype=np.float64)
+            cw.flags.writeable = False
+            return cw
+        return self._cached(("label_weights", n_classes), make)
 
     def _label_error(self, labels: np.ndarray, n_classes: int) -> str:
         ign = self._ignore()
