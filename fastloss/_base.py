@@ -9,6 +9,7 @@ no code of its own beyond its math and its docstring.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional, Tuple, Union
 
@@ -318,6 +319,20 @@ class ElementwiseLoss(Loss):
         depends on a parameter (``from_logits``) overrides this.
         """
         return type(self)._kernel, self._values
+
+    @property
+    def float32_arithmetic(self) -> bool:
+        """Whether float32 inputs compute in float32 arithmetic (True) or in float64 (False).
+
+        Float32 arithmetic runs twice the SIMD lanes with shorter polynomials, for the losses
+        where it keeps the contract's float32 accuracy: a few float32 ulp, and a difference
+        that cancels (a gradient near its zero, for soft labels) to a few ulp of its terms.
+        Calls whose scale (``1 / sum(w)``) or parameters lie outside [2**-60, 2**60] compute
+        in float64 even then. Float64 inputs always compute in float64.
+        """
+        kernel = self._kernel_call()[0]
+        module = sys.modules.get(getattr(kernel, "__module__", ""), None)
+        return kernel.__name__ in getattr(module, "NATIVE32", ())
 
     def _kernel_for(self, dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
         """``_kernel_call_for(dtype)``, computed once per instance and dtype (instances are

@@ -241,6 +241,9 @@ cdef extern from "_vmath.h":
     double fl_tanh(double) noexcept nogil
     double fl_log1p_unit(double) noexcept nogil
     double fl_exp_lp(double) noexcept nogil
+    float fl_expf_nonpos(float) noexcept nogil
+    float fl_log1p_unitf(float) noexcept nogil
+    float fl_expm1f_poly_tail(float) noexcept nogil
 
 
 def vmath_eval(str name, const double[::1] x, double[::1] out):
@@ -275,6 +278,28 @@ def vmath_eval(str name, const double[::1] x, double[::1] out):
         else:
             for i in range(n):
                 out[i] = fl_exp_lp(x[i])
+
+
+def vmath_eval_f32(str name, const float[::1] x, float[::1] out):
+    """Evaluate one of the float32 functions of ``_vmath.h`` over ``x`` (for tests)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    if out.shape[0] != n:
+        raise ValueError("out must have the length of x")
+    cdef int which
+    try:
+        which = ["exp_nonpos", "log1p_unit", "expm1_tail"].index(name)
+    except ValueError:
+        raise ValueError(f"unknown function {name!r}") from None
+    with nogil:
+        if which == 0:
+            for i in range(n):
+                out[i] = fl_expf_nonpos(x[i])
+        elif which == 1:
+            for i in range(n):
+                out[i] = fl_log1p_unitf(x[i])
+        else:
+            for i in range(n):
+                out[i] = fl_expm1f_poly_tail(x[i])
 
 
 # ---------------------------------------------------------------------------- the fast call path

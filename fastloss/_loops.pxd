@@ -18,6 +18,7 @@ is what lets this loop, the threading and the reduction exist once instead of on
 
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
+from libc.math cimport fabs
 
 cimport numpy as cnp
 
@@ -50,6 +51,20 @@ ctypedef void (*eval_f32_t)(in_f32 y, in_f32 p, in_f32 w, Py_ssize_t m, out_f64 
 ctypedef void (*eval_f64_t)(in_f64 y, in_f64 p, in_f64 w, Py_ssize_t m, out_f64 Ls,
                             out_f64 lo, out_f64 go, out_f64 ho, double scale, char* flag,
                             const double* prm) noexcept nogil
+
+
+cdef inline bint native32_ok(double scale, const double* prm, int n_prm) noexcept nogil:
+    """Whether a NATIVE32 loss may compute a float32 call in float32 arithmetic: the scale and
+    every parameter are 0 or of magnitude in [2^-60, 2^60]. Outside that (a huge pos_weight, the
+    1/sum(w) of enormous weights) float32 would round them to inf or to a few bits, or overflow
+    a product whose result is finite; such calls compute in float64 as the other losses do."""
+    cdef int k
+    cdef double a
+    for k in range(-1, n_prm):
+        a = fabs(scale if k < 0 else prm[k])
+        if a != 0.0 and not (8.673617379884035e-19 <= a <= 1.152921504606847e+18):
+            return False
+    return True
 
 
 cdef inline double run_block(const floating* y, const floating* p, const floating* w,

@@ -1,9 +1,11 @@
 # cython: language_level=3
 """Numerically stable scalar math shared by every kernel family.
 
-Every function here is ``inline noexcept nogil`` so that it disappears into the kernel loops, and
-works in float64 (float32 inputs are widened, so their per-element math is exact to float32
-rounding). The elementary functions ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` are
+Every function here is ``inline noexcept nogil`` so that it disappears into the kernel loops.
+Most work in float64 (float32 inputs are widened, so their per-element math is exact to float32
+rounding). The few written over the fused type ``real`` compute in the arithmetic of their
+argument: float64 as the others, or float32 with the float32 functions of ``_vmath.h``, for the
+losses whose float32 kernels compute in float32 (see ``_elementwise.tpi``, ``NATIVE32``). The elementary functions ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` are
 fastloss's own branch-free versions from ``_vmath.h`` (a few ulp, exact special values), which the
 compiler vectorises inside the kernel loops where libm calls would run one element at a time.
 Each helper says where its cut-offs come from; the tests check the losses built on them against
@@ -23,6 +25,58 @@ cdef extern from "_vmath.h":
     double log1p_unit "fl_log1p_unit"(double) noexcept nogil
     # exp to about 1e-8 relative for x <= 709 (0 below e^-708): for results rounded to float32
     double exp_lp "fl_exp_lp"(double) noexcept nogil
+    # float32 arithmetic (8 lanes per AVX2 vector), within 2 float32 ulp: exp for x <= 0,
+    # log1p for x in [-0.6, 1], and e^r - 1 - r for |r| <= 0.35
+    float expf_nonpos "fl_expf_nonpos"(float) noexcept nogil
+    float log1p_unitf "fl_log1p_unitf"(float) noexcept nogil
+    float expm1f_tail "fl_expm1f_poly_tail"(float) noexcept nogil
+
+cdef extern from "<math.h>":
+    float fabsf(float) noexcept nogil
+    float copysignf(float, float) noexcept nogil
+
+ctypedef fused real:
+    # the arithmetic of the helpers below: that of their argument
+    float
+    double
+
+
+cdef inline real rabs(real x) noexcept nogil:
+    if real is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
+cdef inline real rcopysign(real x, real s) noexcept nogil:
+    if real is float:
+        return copysignf(x, s)
+    else:
+        return copysign(x, s)
+
+
+cdef inline real rexp_nonpos(real x) noexcept nogil:
+    """e^x for x <= 0 (also -inf and NaN); float64: ``fl_exp``."""
+    if real is float:
+        return expf_nonpos(x)
+    else:
+        return exp(x)
+
+
+cdef inline real rlog1p_unit(real x) noexcept nogil:
+    """log1p(x) for x in [-0.6, 1] (see ``log1p_unit``)."""
+    if real is float:
+        return log1p_unitf(x)
+    else:
+        return log1p_unit(x)
+
+
+cdef inline real rexpm1_tail(real x) noexcept nogil:
+    """e^x - 1 - x for |x| <= 0.35."""
+    if real is float:
+        return expm1f_tail(x)
+    else:
+        return expm1_tail(x)
 
 
 cdef inline bint isnan(double x) noexcept nogil:
@@ -180,28 +234,35 @@ ctypedef struct Sigmoid:
     double nlq
 
 
-cdef inline Sigmoid sigmoid2(double z) noexcept nogil:
+cdef inline void sigmoid_parts(real z, real* p, real* q, real* nlp, real* nlq) noexcept nogil:
     """sigmoid(+-z) and log1pexp(-+z) from one exp(-|z|) and one log1p, never forming 1 - p.
 
     With e = exp(-|z|) <= 1: the larger of p, q is 1/(1 + e), the smaller e/(1 + e); and
     log1pexp(x) = max(x, 0) + log1p(e) for x = +-z, a sum of two non-negative terms (no
     cancellation; the log1p term is exact where the naive log(1 + exp(x)) would round it away).
     Huge |z| give the exact limits (sigmoid(-1e4) = 0, log1pexp(1e4) = 1e4); NaN gives NaN.
+    In the arithmetic of ``real`` (p = sigmoid(z), q = 1 - p, nlp = -log p, nlq = -log q).
     """
-    cdef Sigmoid s
-    cdef double e = exp(-fabs(z))
-    cdef double r = 1.0 / (1.0 + e)
-    cdef double l = log1p_unit(e)     # e in [0, 1]
+    cdef real e = rexp_nonpos(-rabs(z))
+    cdef real one = 1     # (a bare literal would be a C double: float32 code would widen)
+    cdef real r = one / (one + e)
+    cdef real l = rlog1p_unit(e)     # e in [0, 1]
     if z >= 0:
-        s.p = r
-        s.q = e * r
-        s.nlp = l
-        s.nlq = z + l
+        p[0] = r
+        q[0] = e * r
+        nlp[0] = l
+        nlq[0] = z + l
     else:
-        s.p = e * r
-        s.q = r
-        s.nlp = l - z
-        s.nlq = l
+        p[0] = e * r
+        q[0] = r
+        nlp[0] = l - z
+        nlq[0] = l
+
+
+cdef inline Sigmoid sigmoid2(double z) noexcept nogil:
+    """:func:`sigmoid_parts` in float64, as a struct."""
+    cdef Sigmoid s
+    sigmoid_parts(z, &s.p, &s.q, &s.nlp, &s.nlq)
     return s
 
 

@@ -217,4 +217,70 @@ static inline double fl_tanh(double x)
     return copysign(-t / (t + 2.0), x);
 }
 
+
+/* ---------------------------------------------------------------------------------------------
+ * Float32 versions, for the kernels that compute float32 data in float32 arithmetic (8 lanes
+ * per AVX2 vector instead of 4, and shorter polynomials). Only the functions those kernels need,
+ * over the ranges they use; accuracy checked against mpmath in tests/test_vmath.py.
+ *   expf_nonpos:  exp(x) for x <= 0 (and -inf, NaN): within 2 float32 ulp, gradual underflow to
+ *                 subnormals and 0 (below about -103.97). Same reduction as fl_exp with ln 2
+ *                 split into a 9-bit high part (k ln2_hi is exact for |k| < 2^15), e^r by its
+ *                 Taylor polynomial to degree 7 (truncation < 6e-9 relative), 2^k applied as two
+ *                 factors: 2^max(k, -125) first (exact: the product stays normal) then the rest,
+ *                 so a subnormal result is rounded once.
+ *   log1p_unitf:  log1p(x) for x in [-0.6, 1], as fl_log1p_unit with the atanh series to s^9
+ *                 (truncation < 3e-9 relative); within 2 float32 ulp.
+ *   expm1f_tail:  e^r - 1 - r for |r| <= 0.35 (Taylor terms r^2/2! .. r^7/7!), within 4 ulp;
+ *                 added to r, which is at least 3 times larger, it gives expm1 within about 2.
+ */
+static inline float fl_from_bits_f(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static inline uint32_t fl_to_bits_f(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+
+#define FLF_SHIFTER 12582912.0f /* 1.5 * 2^23: x + S - S rounds x to an integer */
+
+/* 2^k for an integral float k in [-126, 127]: exponent bits built by shifting. */
+static inline float fl_pow2if(float k)
+{
+    uint32_t b = fl_to_bits_f(k + (127.0f + FLF_SHIFTER));
+    return fl_from_bits_f(b << 23);
+}
+
+static inline float fl_expm1f_poly_tail(float r)
+{
+    float r2 = r * r, r4 = r2 * r2;
+    float a0 = 0.5f + r * (1.0f / 6.0f);
+    float a1 = 1.0f / 24.0f + r * (1.0f / 120.0f);
+    float a2 = 1.0f / 720.0f + r * (1.0f / 5040.0f);
+    return ((a0 + r2 * a1) + r4 * a2) * r2;
+}
+
+static inline float fl_expf_nonpos(float x)
+{
+    float xc = x < -110.0f ? -110.0f : x;       /* e^-110 rounds to 0; NaN stays NaN */
+    float k = (xc * 1.44269504088896341f + FLF_SHIFTER) - FLF_SHIFTER;
+    float r = (xc - k * 0.693359375f) - k * -2.12194440054690583e-4f;
+    float p = 1.0f + (r + fl_expm1f_poly_tail(r));
+    float k1 = k < -125.0f ? -125.0f : k;
+    return (p * fl_pow2if(k1)) * fl_pow2if(k - k1);
+}
+
+/* 1/3 + z/5 + z^2/7 + z^3/9 by Estrin's scheme (the atanh series of log1p_unitf) */
+static inline float fl_logf_series(float z)
+{
+    return (1.0f / 3.0f + z * (1.0f / 5.0f)) + (z * z) * (1.0f / 7.0f + z * (1.0f / 9.0f));
+}
+
+static inline float fl_log1p_unitf(float x)
+{
+    float u = 1.0f + x;
+    float f = u > 1.41421356f ? (x - 1.0f) * 0.5f : x;
+    f = u < 0.707106781f ? 2.0f * x + 1.0f : f;
+    float k = u > 1.41421356f ? 1.0f : (u < 0.707106781f ? -1.0f : 0.0f);
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float logm = f - s * f + 2.0f * s * z * fl_logf_series(z);
+    float y = k * 0.693359375f + (logm + k * -2.12194440054690583e-4f);
+    return x == 0.0f ? x : y;                       /* log1p(-0) = -0 */
+}
+
 #endif

@@ -256,6 +256,20 @@ def test_valid_inputs_anywhere_in_the_float_range(name, data, mmdir):
     _check_nan(call, results)
 
 
+def _within_f32_contract(x: np.ndarray, y: np.ndarray) -> bool:
+    """Same NaN and infinity positions; elsewhere at most 8 float32 steps apart or closer than
+    2**-20 times the largest finite magnitude of ``y``."""
+    x, y = np.asarray(x, F32).ravel(), np.asarray(y, F32).ravel()
+    inf = np.isinf(x)
+    if not (np.array_equal(np.isnan(x), np.isnan(y)) and np.array_equal(inf, np.isinf(y))
+            and np.array_equal(x[inf], y[inf])):
+        return False
+    ok = np.isfinite(x)
+    scale = float(np.max(np.abs(y[ok]), initial=0.0))
+    close = np.abs(x[ok].astype(np.float64) - y[ok]) <= 2.0 ** -20 * scale
+    return _within_ulps(x[ok][~close], y[ok][~close], 8)
+
+
 def _within_ulps(x: np.ndarray, y: np.ndarray, ulps: int) -> bool:
     """Same NaN positions and at most ``ulps`` float32 steps apart elsewhere (inf is one step
     beyond the largest float32)."""
@@ -278,6 +292,10 @@ def test_float32_is_float64_rounded(name, data):
     results (on the same values) rounded to float32, overflow to +-inf included. Two float32
     steps are allowed for results the Python layer rescales in float32 (RMSE's gradient).
 
+    Losses that compute float32 in float32 arithmetic (``float32_arithmetic``) are held to the
+    contract's float32 accuracy instead: 8 float32 steps, or, for differences that cancel (a
+    gradient near its zero), an error below 2**-20 of the output's largest magnitude.
+
     Probabilities are clipped to ``[eps, 1 - eps]`` with the ``eps`` of the compute dtype (the
     arrays a loss names in ``clipped_inputs``): the float64 reference gets them clipped at the
     float32 ``eps``, which is what the float32 call computes with."""
@@ -298,7 +316,10 @@ def test_float32_is_float64_rounded(name, data):
             with np.errstate(over="ignore"):
                 expect = np.asarray(y).astype(F32)
             assert np.asarray(x).dtype == F32
-            assert _within_ulps(np.asarray(x), expect, 2), (key, kind, x, expect)
+            if getattr(call.loss, "float32_arithmetic", False):
+                assert _within_f32_contract(np.asarray(x), expect), (key, kind, x, expect)
+            else:
+                assert _within_ulps(np.asarray(x), expect, 2), (key, kind, x, expect)
 
 
 @pytest.mark.parametrize("name", NAMES)

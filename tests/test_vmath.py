@@ -131,3 +131,60 @@ def test_both_kernel_builds_agree(name):
         outs.append((lo, go, ho))
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.max(np.abs(a)))
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 functions (the float32-arithmetic kernels, ElementwiseLoss.float32_arithmetic)
+# ---------------------------------------------------------------------------------------------
+
+F32_FUNCS = {"exp_nonpos": mpmath.exp, "log1p_unit": mpmath.log1p,
+             "expm1_tail": lambda x: mpmath.expm1(x) - x}
+
+
+def _inputs_f32(name, rng):
+    if name == "exp_nonpos":   # x <= 0: normal, subnormal and zero results
+        return np.concatenate([-rng.exponential(5.0, 3000), -rng.uniform(0, 110, 1500),
+                               -(10 ** rng.uniform(-40, 0, 300)),
+                               [-0.0, -87.3, -88.0, -100.0, -103.2, -103.9, -104.0, -120.0,
+                                -0.34657, -0.34658]]).astype(np.float32)
+    if name == "log1p_unit":   # its domain, [-0.6, 1], with the reduction's switch points
+        return np.concatenate([rng.uniform(-0.6, 1, 3000), 10 ** rng.uniform(-44, 0, 500),
+                               -(10 ** rng.uniform(-44, -0.23, 500)),
+                               [np.sqrt(2) - 1, np.sqrt(0.5) - 1, -0.6, 1.0,
+                                1e-45]]).astype(np.float32)
+    # the tail e^r - 1 - r on |r| <= 0.35 (r^2 normal: the callers add it to r)
+    r = np.concatenate([rng.uniform(-0.35, 0.35, 3000), 10 ** rng.uniform(-15, -0.5, 300)])
+    return np.concatenate([r, -r]).astype(np.float32)
+
+
+def _ulps_f32(got, ref):
+    r = np.float32(float(ref))
+    spacing = float(np.spacing(np.abs(r))) if r != 0 else 1.401298464324817e-45
+    return float(abs(mpmath.mpf(float(got)) - ref) / spacing)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", list(F32_FUNCS))
+def test_float32_accuracy_in_ulps(path, name):
+    """Within 2 float32 ulp of mpmath over the range the kernels use them on (subnormal
+    results of exp counted in units of the smallest subnormal); the tail e^r - 1 - r within 4
+    (it is added to r, at least 3 times larger, so expm1 = r + tail stays within about 2)."""
+    core = _cands(path)
+    x = _inputs_f32(name, np.random.default_rng(11))
+    out = np.empty_like(x)
+    core.vmath_eval_f32(name, x, out)
+    worst = max(_ulps_f32(o, F32_FUNCS[name](mpmath.mpf(float(v)))) for v, o in zip(x, out))
+    assert worst <= (4.0 if name == "expm1_tail" else 2.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_float32_special_values(path):
+    core = _cands(path)
+    x = np.array([0.0, -0.0, -np.inf, np.nan, -200.0], np.float32)
+    out = np.empty_like(x)
+    core.vmath_eval_f32("exp_nonpos", x, out)
+    np.testing.assert_array_equal(out, [1.0, 1.0, 0.0, np.nan, 0.0])
+    x = np.array([0.0, -0.0, np.nan], np.float32)
+    core.vmath_eval_f32("log1p_unit", x, out[:3])
+    np.testing.assert_array_equal(out[:3], [0.0, -0.0, np.nan])
+    assert np.signbit(out[1])

@@ -1,0 +1,134 @@
+"""Losses whose float32 calls compute in float32 arithmetic (``float32_arithmetic``).
+
+Checked against mpmath at 40 digits on the float32 inputs themselves: the contract's float32
+accuracy (rtol 1e-6; a gradient that is a difference of two terms to a few float32 ulp of the
+terms), the exact limits at huge logits, subnormal results, and the fallback to float64
+arithmetic for scales and parameters float32 cannot carry.
+"""
+
+import mpmath
+import numpy as np
+import pytest
+
+import fastloss
+
+mpmath.mp.dps = 40
+F32 = np.float32
+ULP = 2.0 ** -23
+
+
+def _bce_terms(y, z, pos_weight, smoothing):
+    """(loss, gradient, hessian, gradient term scale) of BCE from logits, in mpmath."""
+    t = y * (1 - smoothing) + smoothing / 2
+    a, b = pos_weight * t, 1 - t
+    p = 1 / (1 + mpmath.exp(-z))
+    q = 1 / (1 + mpmath.exp(z))
+    loss = a * mpmath.log1p(mpmath.exp(-z)) + b * mpmath.log1p(mpmath.exp(z))
+    return loss, b * p - a * q, (a + b) * p * q, abs(b * p) + abs(a * q)
+
+
+def _log_cosh_terms(y, p):
+    e = y - p
+    th = mpmath.tanh(e)
+    return mpmath.log(mpmath.cosh(e)), -th, 1 - th * th, abs(th)
+
+
+def _check(got, terms):
+    """Relative 1e-6 for the loss and hessian; the gradient to 8 ulp of its terms' scale."""
+    loss, grad, hess = got
+    for i in range(loss.size):
+        el, eg, eh, gscale = terms[i]
+        for value, exact in ((loss[i], el), (hess[i], eh)):
+            assert abs(mpmath.mpf(float(value)) - exact) <= 1e-6 * abs(exact) + 1e-44, (
+                i, float(value), float(exact))
+        assert abs(mpmath.mpf(float(grad[i])) - eg) <= 1e-6 * abs(eg) + 8 * ULP * gscale + 1e-44, (
+            i, float(grad[i]), float(eg))
+
+
+def _logits(rng, n):
+    z = rng.normal(0, 4, n)
+    z[:12] = [0.0, -0.0, 1e-30, -1e-6, 0.3466, -0.3466, 87.0, -95.0, 103.0, -104.5, 1e4, -1e4]
+    return z.astype(F32)
+
+
+@pytest.mark.parametrize("pos_weight,smoothing", [(1.0, 0.0), (3.5, 0.0), (0.25, 0.1)])
+@pytest.mark.parametrize("labels", ["hard", "soft"])
+def test_bce_logits_float32_against_mpmath(pos_weight, smoothing, labels):
+    rng = np.random.default_rng(5)
+    n = 400
+    z = _logits(rng, n)
+    y = (rng.integers(0, 2, n) if labels == "hard" else rng.uniform(0, 1, n)).astype(F32)
+    if labels == "soft":   # targets at the sigmoid of the logit: the gradient cancels
+        y[20:60] = (1 / (1 + np.exp(-z[20:60].astype(np.float64)))).astype(F32)
+    loss = fastloss.BinaryCrossEntropy(from_logits=True, pos_weight=pos_weight,
+                                       label_smoothing=smoothing)
+    assert loss.float32_arithmetic
+    got = loss.loss_gradient_hessian(y, z, reduction="none")
+    assert all(a.dtype == F32 for a in got)
+    terms = [_bce_terms(mpmath.mpf(float(yi)), mpmath.mpf(float(zi)), mpmath.mpf(pos_weight),
+                        mpmath.mpf(smoothing)) for yi, zi in zip(y, z)]
+    _check(got, terms)
+
+
+def test_log_cosh_float32_against_mpmath():
+    rng = np.random.default_rng(6)
+    n = 400
+    p = rng.normal(0, 3, n).astype(F32)
+    y = (p + rng.normal(0, 1, n) * 10.0 ** rng.uniform(-8, 1, n)).astype(F32)
+    y[:8] = p[:8] + np.array([0.0, 1e-30, -1e-20, 0.1733, 1.0, -60.0, 1e4, -3e38], F32)
+    loss = fastloss.LogCosh()
+    assert loss.float32_arithmetic
+    got = loss.loss_gradient_hessian(y, p, reduction="none")
+    terms = [_log_cosh_terms(mpmath.mpf(float(yi)), mpmath.mpf(float(pi)))
+             for yi, pi in zip(y, p)]
+    _check(got, terms)
+
+
+@pytest.mark.parametrize("make", [lambda: fastloss.LogCosh(),
+                                  lambda: fastloss.BinaryCrossEntropy(from_logits=True)])
+def test_float32_arithmetic_is_what_runs(make):
+    """The attribute tells the truth: float32 results are not all the float64 ones rounded."""
+    rng = np.random.default_rng(8)
+    y = rng.uniform(0, 1, 20000)
+    p = rng.normal(0, 3, 20000)
+    loss = make()
+    g32 = loss.gradient(y.astype(F32), p.astype(F32), reduction="none")
+    g64 = loss.gradient(y.astype(F32).astype(np.float64), p.astype(F32).astype(np.float64),
+                        reduction="none").astype(F32)
+    assert not np.array_equal(g32, g64)
+    np.testing.assert_allclose(g32, g64, rtol=1e-6, atol=1e-6)
+
+
+def test_other_losses_compute_float32_in_float64():
+    assert not fastloss.MSE().float32_arithmetic
+    assert not fastloss.BinaryCrossEntropy().float32_arithmetic          # from probabilities
+    assert not fastloss.get("poisson").float32_arithmetic
+
+
+@pytest.mark.parametrize("pos_weight", [3.4028235677973366e38, 1e39, 1e300, 1e-30])
+def test_parameters_beyond_float32_compute_in_float64(pos_weight):
+    """A pos_weight float32 would round to inf (or to a few bits) runs the float64-arithmetic
+    kernel: no NaN from inf * 0, and the float64 results rounded."""
+    y = np.array([0.0, 1.0, 0.5, 1.0, 0.0], F32)
+    z = np.array([0.0, 2.0, -1.0, 200.0, -200.0], F32)
+    loss = fastloss.BinaryCrossEntropy(from_logits=True, pos_weight=pos_weight)
+    got = loss.loss_gradient_hessian(y, z, reduction="none")
+    ref = loss.loss_gradient_hessian(y.astype(np.float64), z.astype(np.float64),
+                                     reduction="none")
+    for a, b in zip(got, ref):
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(a, b.astype(F32))
+
+
+def test_scales_beyond_float32_compute_in_float64():
+    """Weights so large that 1/sum(w) is below 2**-60: the mean's gradient is the float64 one
+    rounded (float32 arithmetic would keep few bits of such a scale)."""
+    rng = np.random.default_rng(9)
+    y = rng.uniform(0, 1, 1000).astype(F32)
+    z = rng.normal(0, 2, 1000).astype(F32)
+    w = rng.uniform(1e36, 3e36, 1000).astype(F32)
+    loss = fastloss.BinaryCrossEntropy(from_logits=True)
+    g = loss.gradient(y, z, sample_weight=w)
+    g64 = loss.gradient(y.astype(np.float64), z.astype(np.float64),
+                        sample_weight=w.astype(np.float64))
+    np.testing.assert_array_equal(g, g64.astype(F32))
