@@ -3,7 +3,8 @@
 
 A kernel walks its block in chunks of ``CHUNK`` elements (see ``_blocks.pxd`` for blocks) and
 calls the loss's *eval* function (generated per loss from ``_elementwise.tpi``) on each chunk.
-The eval function computes the loss and/or the first and second derivatives in float64, applies
+The eval function computes the loss and/or the first and second derivatives in float64 (float32
+arithmetic for float32 data of the NATIVE32 losses, see ``run_elementwise``), applies
 the weights and the scale, and stores the outputs in the compute dtype, in one vectorised loop
 with the element math inlined. A summed loss goes to a float64 stack buffer of the chunk, which
 this module sums in a fixed order (``sum_chunk``). Only 8 kinds exist (L, G, LG, GH, LGH, with
@@ -51,6 +52,11 @@ ctypedef void (*eval_f32_t)(in_f32 y, in_f32 p, in_f32 w, Py_ssize_t m, out_f64 
 ctypedef void (*eval_f64_t)(in_f64 y, in_f64 p, in_f64 w, Py_ssize_t m, out_f64 Ls,
                             out_f64 lo, out_f64 go, out_f64 ho, double scale, char* flag,
                             const double* prm) noexcept nogil
+
+
+# Flag bit of an element whose float32-arithmetic loss overflowed from finite inputs.
+cdef enum:
+    REDO64 = 64
 
 
 cdef inline bint native32_ok(double scale, const double* prm, int n_prm) noexcept nogil:
@@ -151,8 +157,15 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
                                    object loss_out, object gradient_out, object hessian_out,
                                    bint want_loss, double scale, int n_threads, object partials,
                                    const eval_f32_t* f32, const eval_f64_t* f64,
-                                   const double* prm):
+                                   const double* prm, const eval_f32_t* f32_wide=NULL,
+                                   int n_prm=0):
     """Check the arrays, pick the variant, run the blocks in parallel, combine in order.
+
+    ``f32_wide`` (NATIVE32 losses, whose ``f32`` table computes in float32 arithmetic): the
+    float64-arithmetic table for float32 data, used instead when the scale or a parameter is
+    outside what float32 carries (``native32_ok``) or an output is an input (in place), and
+    to redo the call when an element flags ``REDO64`` (a loss that overflowed float32 from
+    finite inputs: its true value, times a weight or in a mean, may be finite).
 
     All arrays are C-contiguous (any shape; the flat sequence is used) of one float dtype (float32 or float64, that of ``y_pred``);
     empty optional arrays mean "none"; ``partials`` is float64 with one slot per block, or empty.
@@ -180,6 +193,16 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
     cdef double total
     cdef int flags = 0
     cdef bint own = part == NULL
+    # float32 arithmetic may be redone in float64 only when no output overwrote an input
+    cdef bint can_redo = False
+    if f32_wide != NULL and typenum == cnp.NPY_FLOAT:
+        if (not native32_ok(scale, prm, n_prm)
+                or (lo != NULL and (lo == yt or lo == yp or lo == w))
+                or (go != NULL and (go == yt or go == yp or go == w))
+                or (ho != NULL and (ho == yt or ho == yp or ho == w))):
+            f32 = f32_wide
+        else:
+            can_redo = True
     if own:
         part = <double*>malloc(nb * sizeof(double))
     cdef char* bad = <char*>malloc(nb * sizeof(char))
@@ -193,20 +216,27 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
             # share the threads with kernel calls running concurrently (no oversubscription)
             active = fastloss_enter()
             nt = threads_for(n, n_threads // <int>active if active > 1 else n_threads)
-        if nt == 1:
-            # no parallel region at all: even an if(false) one costs a microsecond
+        while True:
+            if nt == 1:
+                # no parallel region at all: even an if(false) one costs a microsecond
+                for b in range(nb):
+                    part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
+                                              variant, &bad[b], f32, f64, prm)
+            else:
+                for b in prange(nb, schedule="static", num_threads=nt):
+                    part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
+                                              variant, &bad[b], f32, f64, prm)
+            flags = 0
             for b in range(nb):
-                part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
-                                          variant, &bad[b], f32, f64, prm)
-        else:
-            for b in prange(nb, schedule="static", num_threads=nt):
-                part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
-                                          variant, &bad[b], f32, f64, prm)
+                flags = flags | bad[b]
+            if not (can_redo and flags & REDO64):
+                break
+            f32 = f32_wide
+            can_redo = False
+        flags = flags & ~REDO64
         if active > 0:
             fastloss_leave()
         total = combine(part, nb)
-        for b in range(nb):
-            flags = flags | bad[b]
     if own:
         free(part)
     free(bad)

@@ -158,6 +158,9 @@ class BinaryCrossEntropy(_BinaryLoss):
 
     ``y_true`` holds targets in [0, 1] (soft labels allowed).
 
+    From logits, float32 inputs compute in float32 arithmetic (``float32_arithmetic``: twice
+    the SIMD lanes; a few float32 ulp, the gradient a few ulp of its two terms).
+
     Examples
     --------
     >>> import fastloss, math

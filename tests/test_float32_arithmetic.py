@@ -132,3 +132,35 @@ def test_scales_beyond_float32_compute_in_float64():
     g64 = loss.gradient(y.astype(np.float64), z.astype(np.float64),
                         sample_weight=w.astype(np.float64))
     np.testing.assert_array_equal(g, g64.astype(F32))
+
+
+def test_loss_beyond_float32_from_finite_inputs_is_redone_in_float64():
+    """|y - p| > FLT_MAX: the float32 loss overflows, but a mean or a weight below 1 brings the
+    true value back into range; the call is redone in float64 arithmetic and gives it."""
+    y = np.array([3e38, 0.0], F32)
+    p = np.array([-3e38, 0.0], F32)
+    loss = fastloss.LogCosh()
+    expect = (6e38 - np.log(2.0)) / 2                  # (log cosh(6e38) + 0) / 2
+    assert loss.loss(y, p) == pytest.approx(expect, rel=1e-6)
+    w = np.array([0.25, 1.0], F32)
+    lw = loss.loss(y, p, sample_weight=w, reduction="none")
+    np.testing.assert_allclose(lw, [0.25 * (6e38 - np.log(2.0)), 0.0], rtol=1e-6)
+    bce = fastloss.BinaryCrossEntropy(from_logits=True, pos_weight=4.0)
+    z = np.array([-3e38, 1.0], F32)
+    got = bce.loss(np.ones(2, F32), z, sample_weight=np.array([0.1, 1.0], F32),
+                   reduction="none")
+    np.testing.assert_allclose(got[0], 0.1 * 4.0 * 3e38, rtol=1e-6)
+    assert np.isfinite(got).all()
+
+
+def test_in_place_outputs_compute_in_float64():
+    """An output that is an input (in place) cannot be redone after the fact, so such calls
+    compute in float64 arithmetic from the start: the float64 results, rounded."""
+    rng = np.random.default_rng(10)
+    y = rng.normal(0, 3, 1000).astype(F32)
+    p = rng.normal(0, 3, 1000).astype(F32)
+    ref = fastloss.LogCosh().gradient(y.astype(np.float64), p.astype(np.float64),
+                                      reduction="none").astype(F32)
+    g = p.copy()
+    fastloss.LogCosh().gradient(y, g, reduction="none", out=g)
+    np.testing.assert_array_equal(g, ref)
