@@ -30,7 +30,7 @@ def _bce_terms(y, z, pos_weight, smoothing):
 def _log_cosh_terms(y, p):
     e = y - p
     th = mpmath.tanh(e)
-    return mpmath.log(mpmath.cosh(e)), -th, 1 - th * th, abs(th)
+    return mpmath.log(mpmath.cosh(e)), -th, 1 / mpmath.cosh(e) ** 2, abs(th)
 
 
 def _check(got, terms):
@@ -76,6 +76,9 @@ def test_log_cosh_float32_against_mpmath():
     p = rng.normal(0, 3, n).astype(F32)
     y = (p + rng.normal(0, 1, n) * 10.0 ** rng.uniform(-8, 1, n)).astype(F32)
     y[:8] = p[:8] + np.array([0.0, 1e-30, -1e-20, 0.1733, 1.0, -60.0, 1e4, -3e38], F32)
+    # residuals that float32 rounds (not Sterbenz) where sech^2 amplifies it by 2|e|
+    y[8:14] = [40.123456, 0.0012345, 30.5, -25.123, 12.3456789, -50.987654]
+    p[8:14] = [0.0012345, 40.123456, -3.1e-3, 7.77e-4, 0.3333333, 1.2345678e-3]
     loss = fastloss.LogCosh()
     assert loss.float32_arithmetic
     got = loss.loss_gradient_hessian(y, p, reduction="none")
