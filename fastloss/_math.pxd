@@ -97,13 +97,19 @@ ctypedef struct Deriv:
     double hess
 
 
-cdef inline double sign(double x) noexcept nogil:
+cdef inline real rsign(real x) noexcept nogil:
     """-1, 0 or 1; NaN for NaN (a subgradient of |x| that is 0 at 0)."""
+    cdef real one = 1, zero = 0
     if x > 0:
-        return 1.0
+        return one
     if x < 0:
-        return -1.0
-    return x * 0.0  # 0 for +-0, NaN for NaN
+        return -one
+    return x * zero  # 0 for +-0, NaN for NaN
+
+
+cdef inline double sign(double x) noexcept nogil:
+    """:func:`rsign` in float64."""
+    return rsign(x)
 
 
 cdef inline double log1pexp(double x) noexcept nogil:
@@ -215,9 +221,14 @@ cdef inline double sum2exp(Exp2 f, double c1, double c2) noexcept nogil:
     return 0.0 if inner == 0.0 else f.em * inner
 
 
-cdef inline double nan_or(double x, double value) noexcept nogil:
+cdef inline real rnan_or(real x, real value) noexcept nogil:
     """``value``, or NaN when ``x`` is NaN (keeps NaN in constant derivatives)."""
-    return x if isnan(x) else value
+    return x if x != x else value
+
+
+cdef inline double nan_or(double x, double value) noexcept nogil:
+    """:func:`rnan_or` in float64."""
+    return rnan_or(x, value)
 
 
 cdef inline double hypot1(double t) noexcept nogil:

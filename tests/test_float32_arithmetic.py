@@ -88,22 +88,26 @@ def test_log_cosh_float32_against_mpmath():
 
 
 @pytest.mark.parametrize("make", [lambda: fastloss.LogCosh(),
-                                  lambda: fastloss.BinaryCrossEntropy(from_logits=True)])
+                                  lambda: fastloss.BinaryCrossEntropy(from_logits=True),
+                                  lambda: fastloss.MSE(), lambda: fastloss.Huber(delta=0.7),
+                                  lambda: fastloss.Quantile(quantile=0.3)])
 def test_float32_arithmetic_is_what_runs(make):
-    """The attribute tells the truth: float32 results are not all the float64 ones rounded."""
+    """The attribute tells the truth: float32 results are not all the float64 ones rounded
+    (weighted means: the weight and the scale are rounded in float32 arithmetic too)."""
     rng = np.random.default_rng(8)
-    y = rng.uniform(0, 1, 20000)
-    p = rng.normal(0, 3, 20000)
+    y = rng.uniform(0, 1, 20000).astype(F32)
+    p = rng.normal(0, 3, 20000).astype(F32)
+    w = rng.uniform(0, 2, 20000).astype(F32)
     loss = make()
-    g32 = loss.gradient(y.astype(F32), p.astype(F32), reduction="none")
-    g64 = loss.gradient(y.astype(F32).astype(np.float64), p.astype(F32).astype(np.float64),
-                        reduction="none").astype(F32)
+    g32 = loss.gradient(y, p, sample_weight=w)
+    g64 = loss.gradient(y.astype(np.float64), p.astype(np.float64),
+                        sample_weight=w.astype(np.float64)).astype(F32)
     assert not np.array_equal(g32, g64)
-    np.testing.assert_allclose(g32, g64, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g32, g64, rtol=1e-6, atol=1e-6 * np.max(np.abs(g64)))
 
 
 def test_other_losses_compute_float32_in_float64():
-    assert not fastloss.MSE().float32_arithmetic
+    assert not fastloss.get("pseudo_huber").float32_arithmetic
     assert not fastloss.BinaryCrossEntropy().float32_arithmetic          # from probabilities
     assert not fastloss.get("poisson").float32_arithmetic
 
@@ -167,3 +171,53 @@ def test_in_place_outputs_compute_in_float64():
     g = p.copy()
     fastloss.LogCosh().gradient(y, g, reduction="none", out=g)
     np.testing.assert_array_equal(g, ref)
+
+
+SIMPLE = {   # loss, gradient, hessian of e = y - p, exactly (Fractions), as in the docstrings
+    "mse": (lambda e, d: e * e, lambda e, d: -2 * e, lambda e, d: 2),
+    "mae": (lambda e, d: abs(e), lambda e, d: -(e > 0) + (e < 0), lambda e, d: 0),
+    "huber": (lambda e, d: e * e / 2 if abs(e) <= d else d * (abs(e) - d / 2),
+              lambda e, d: -e if abs(e) <= d else -d * ((e > 0) - (e < 0)),
+              lambda e, d: 1 if abs(e) <= d else 0),
+    "quantile": (lambda e, q: q * e if e >= 0 else (q - 1) * e,
+                 lambda e, q: -q if e > 0 else (1 - q if e < 0 else 0), lambda e, q: 0),
+}
+
+
+@pytest.mark.parametrize("name,param", [("mse", None), ("mae", None), ("huber", 0.75),
+                                        ("quantile", 0.3)])
+def test_simple_losses_float32_against_exact_values(name, param):
+    """Weighted per-element outputs and the weighted mean against exact rational arithmetic
+    on the float32 inputs: within 4 float32 ulp (the residual, the weight and the scale are
+    each rounded once in float32)."""
+    from fractions import Fraction as Fr
+    rng = np.random.default_rng(12)
+    n = 3000
+    y = (rng.normal(0, 3, n) * 10.0 ** rng.uniform(-3, 3, n)).astype(F32)
+    p = (y + rng.normal(0, 1, n) * 10.0 ** rng.uniform(-6, 1, n)).astype(F32)
+    p[:4] = y[:4]
+    w = rng.uniform(0, 3, n).astype(F32)
+    kwargs = {} if param is None else {"huber": {"delta": param},
+                                        "quantile": {"quantile": param}}[name]
+    loss = fastloss.get(name, **kwargs)
+    assert loss.float32_arithmetic
+    lf, gf, hf = SIMPLE[name]
+    d = Fr(float(F32(param))) if param is not None else None
+    sw = sum(Fr(float(v)) for v in w)
+    mean, g, h = loss.loss_gradient_hessian(y, p, sample_weight=w)
+    exact_sum = Fr(0)
+    for i in range(n):
+        e, wi = Fr(float(y[i])) - Fr(float(p[i])), Fr(float(w[i]))
+        exact_sum += wi * lf(e, d)
+        for got, exact in ((g[i], wi * gf(e, d) / sw), (h[i], wi * hf(e, d) / sw)):
+            assert abs(Fr(float(got)) - exact) <= 4 * ULP * abs(exact), (name, i, got, exact)
+    assert abs(Fr(float(mean)) - exact_sum / sw) <= 4 * ULP * abs(exact_sum / sw)
+
+
+def test_gradient_beyond_float32_from_finite_inputs_is_redone_in_float64():
+    """y - p overflows float32 but the mean's gradient -2 (y - p) / n is finite."""
+    y = np.array([3e38, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], F32)
+    p = np.array([-3e38, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], F32)
+    g = fastloss.MSE().gradient(y, p)
+    assert g[0] == pytest.approx(-2 * 6e38 / 8, rel=1e-6)
+    assert fastloss.MAE().loss(y, p) == pytest.approx(6e38 / 8, rel=1e-6)
