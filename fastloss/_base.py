@@ -327,8 +327,11 @@ class ElementwiseLoss(Loss):
         Float32 arithmetic runs twice the SIMD lanes with shorter polynomials, for the losses
         where it keeps the contract's float32 accuracy: a few float32 ulp, and a difference
         that cancels (a gradient near its zero, for soft labels) to a few ulp of its terms.
-        Calls whose scale (``1 / sum(w)``) or parameters lie outside [2**-60, 2**60] compute
-        in float64 even then. Float64 inputs always compute in float64.
+        As in any float32 computation, values below the normal range (1.2e-38) before
+        weighting keep only float32's subnormal steps, which weights above 1 magnify.
+        Float64 arithmetic is used instead for calls whose scale (``1 / sum(w)``) or
+        parameters lie outside [2**-60, 2**60], for in-place calls, and to redo a call where an
+        output overflowed float32 from finite inputs. Float64 inputs always compute in float64.
         """
         kernel = self._kernel_call()[0]
         module = sys.modules.get(getattr(kernel, "__module__", ""), None)

@@ -34,6 +34,7 @@ cdef extern from "_vmath.h":
 cdef extern from "<math.h>":
     float fabsf(float) noexcept nogil
     float copysignf(float, float) noexcept nogil
+    float sqrtf(float) noexcept nogil
 
 ctypedef fused real:
     # the arithmetic of the helpers below: that of their argument
@@ -231,9 +232,18 @@ cdef inline double nan_or(double x, double value) noexcept nogil:
     return rnan_or(x, value)
 
 
-cdef inline double hypot1(double t) noexcept nogil:
+cdef inline real rhypot1(real t) noexcept nogil:
     """sqrt(1 + t^2) for |t| <= 1 (no overflow possible there; vectorises, unlike libm hypot)."""
-    return sqrt(1.0 + t * t)
+    cdef real one = 1
+    if real is float:
+        return sqrtf(one + t * t)
+    else:
+        return sqrt(one + t * t)
+
+
+cdef inline double hypot1(double t) noexcept nogil:
+    """:func:`rhypot1` in float64."""
+    return rhypot1(t)
 
 
 ctypedef struct Sigmoid:
