@@ -244,6 +244,7 @@ cdef extern from "_vmath.h":
     float fl_expf_nonpos(float) noexcept nogil
     float fl_log1p_unitf(float) noexcept nogil
     float fl_expm1f_poly_tail(float) noexcept nogil
+    float fl_logf_normal(float) noexcept nogil
 
 
 def vmath_eval(str name, const double[::1] x, double[::1] out):
@@ -287,7 +288,7 @@ def vmath_eval_f32(str name, const float[::1] x, float[::1] out):
         raise ValueError("out must have the length of x")
     cdef int which
     try:
-        which = ["exp_nonpos", "log1p_unit", "expm1_tail"].index(name)
+        which = ["exp_nonpos", "log1p_unit", "expm1_tail", "log_normal"].index(name)
     except ValueError:
         raise ValueError(f"unknown function {name!r}") from None
     with nogil:
@@ -297,9 +298,12 @@ def vmath_eval_f32(str name, const float[::1] x, float[::1] out):
         elif which == 1:
             for i in range(n):
                 out[i] = fl_log1p_unitf(x[i])
-        else:
+        elif which == 2:
             for i in range(n):
                 out[i] = fl_expm1f_poly_tail(x[i])
+        else:
+            for i in range(n):
+                out[i] = fl_logf_normal(x[i])
 
 
 # ---------------------------------------------------------------------------- the fast call path

@@ -30,6 +30,7 @@ cdef extern from "_vmath.h":
     float expf_nonpos "fl_expf_nonpos"(float) noexcept nogil
     float log1p_unitf "fl_log1p_unitf"(float) noexcept nogil
     float expm1f_tail "fl_expm1f_poly_tail"(float) noexcept nogil
+    float logf_normal "fl_logf_normal"(float) noexcept nogil
 
 cdef extern from "<math.h>":
     float fabsf(float) noexcept nogil
@@ -70,6 +71,14 @@ cdef inline real rlog1p_unit(real x) noexcept nogil:
         return log1p_unitf(x)
     else:
         return log1p_unit(x)
+
+
+cdef inline real rlog_normal(real x) noexcept nogil:
+    """log(x) for positive normal x (and NaN): float32, ``fl_logf_normal``; float64 ``fl_log``."""
+    if real is float:
+        return logf_normal(x)
+    else:
+        return log(x)
 
 
 cdef inline real rexpm1_tail(real x) noexcept nogil:
@@ -294,13 +303,19 @@ cdef inline double xlogx(double x) noexcept nogil:
     return x * log(x)
 
 
-cdef inline double clip_unit(double p, double eps) noexcept nogil:
+cdef inline real rclip_unit(real p, real eps) noexcept nogil:
     """p clipped to [eps, 1 - eps]; NaN stays NaN (the comparisons are false for it)."""
+    cdef real one = 1
     if p < eps:
         return eps
-    if p > 1.0 - eps:
-        return 1.0 - eps
+    if p > one - eps:
+        return one - eps
     return p
+
+
+cdef inline double clip_unit(double p, double eps) noexcept nogil:
+    """:func:`rclip_unit` in float64."""
+    return rclip_unit(p, eps)
 
 
 cdef inline double pow_nonneg(double m, double g) noexcept nogil:

@@ -230,6 +230,7 @@ static inline double fl_tanh(double x)
  *                 so a subnormal result is rounded once.
  *   log1p_unitf:  log1p(x) for x in [-0.6, 1], as fl_log1p_unit with the atanh series to s^9
  *                 (truncation < 3e-9 relative); within 2 float32 ulp.
+ *   logf_normal:  log(x) for positive normal x, the same series after the exponent split.
  *   expm1f_tail:  e^r - 1 - r for |r| <= 0.35 (Taylor terms r^2/2! .. r^7/7!), within 4 ulp;
  *                 added to r, which is at least 3 times larger, it gives expm1 within about 2.
  */
@@ -268,6 +269,25 @@ static inline float fl_expf_nonpos(float x)
 static inline float fl_logf_series(float z)
 {
     return (1.0f / 3.0f + z * (1.0f / 5.0f)) + (z * z) * (1.0f / 7.0f + z * (1.0f / 9.0f));
+}
+
+/* log(x) for positive normal float32 x (and NaN): x = 2^e m, m in [sqrt(2)/2, sqrt(2)), then
+ * the series of log1p_unitf on f = m - 1; within 2 float32 ulp. For the clipped probabilities
+ * of the float32-arithmetic kernels (x >= 2^-23): no subnormal, zero, negative or infinite x. */
+static inline float fl_logf_normal(float x)
+{
+    uint32_t u = fl_to_bits_f(x);
+    float e = (float)(int32_t)(u >> 23) - 127.0f;
+    float m = fl_from_bits_f((u & 0x007fffffu) | 0x3f800000u);   /* [1, 2) */
+    int hi = m > 1.41421356f;
+    m = hi ? 0.5f * m : m;
+    e = hi ? e + 1.0f : e;
+    float f = m - 1.0f;
+    float s = f / (m + 1.0f);
+    float z = s * s;
+    float logm = f - s * f + 2.0f * s * z * fl_logf_series(z);
+    float y = e * 0.693359375f + (logm + e * -2.12194440054690583e-4f);
+    return x != x ? x : y;
 }
 
 static inline float fl_log1p_unitf(float x)

@@ -633,3 +633,21 @@ def test_functional_shortcuts(rng):
     assert fastloss.focal(y, expit(z), gamma=1.0, reduction="sum") == (
         fastloss.Focal(gamma=1.0).loss(y, expit(z), reduction="sum"))
     assert fastloss.hinge(y, z) == fastloss.Hinge().loss(y, z)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+def test_bce_probabilities_near_zero_and_smoothed_labels_stay_accurate(dtype, rtol):
+    """-log(1 - p) for tiny p: 1 - p rounds, and log's condition number 1/p would turn that
+    into 1e-7 relative at p = 1e-9 in float64 (1e-4 at p = 1e-4 in float32); and 1 - t for a
+    smoothed label 1 cancels. Against log1p in float64 / mpmath."""
+    p = np.array([1e-9, 1e-6, 1e-4, 0.3], dtype)
+    y = np.zeros(4, dtype)
+    got = fastloss.BinaryCrossEntropy().loss(y, p, reduction="none")
+    c = np.clip(p.astype(np.float64), probability_eps(dtype), 1)      # float32: 1e-9 -> eps
+    np.testing.assert_allclose(got, -np.log1p(-c), rtol=rtol)
+    s = 0.05
+    _, got = fastloss.BinaryCrossEntropy(label_smoothing=s).gradient_hessian(np.ones(4, dtype), p)
+    t = mpmath.mpf(1) - mpmath.mpf(float(dtype(s))) / 2
+    expect = [float(t / mpmath.mpf(float(v)) ** 2 + (1 - t) / (1 - mpmath.mpf(float(v))) ** 2)
+              for v in c]
+    np.testing.assert_allclose(got, expect, rtol=rtol)

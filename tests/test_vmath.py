@@ -138,7 +138,7 @@ def test_both_kernel_builds_agree(name):
 # ---------------------------------------------------------------------------------------------
 
 F32_FUNCS = {"exp_nonpos": mpmath.exp, "log1p_unit": mpmath.log1p,
-             "expm1_tail": lambda x: mpmath.expm1(x) - x}
+             "expm1_tail": lambda x: mpmath.expm1(x) - x, "log_normal": mpmath.log}
 
 
 def _inputs_f32(name, rng):
@@ -152,6 +152,11 @@ def _inputs_f32(name, rng):
                                -(10 ** rng.uniform(-44, -0.23, 500)),
                                [np.sqrt(2) - 1, np.sqrt(0.5) - 1, -0.6, 1.0,
                                 1e-45]]).astype(np.float32)
+    if name == "log_normal":   # positive normal floats, with the reduction's switch points
+        return np.concatenate([10 ** rng.uniform(-37.9, 38.5, 3000), rng.uniform(0.5, 2, 1500),
+                               rng.uniform(1 - 1e-3, 1 + 1e-3, 300),
+                               [1.1754944e-38, 1.0, 2.0, np.sqrt(2), np.sqrt(0.5), 1 - 2**-24,
+                                1 + 2**-23, 2**-23, 3.4e38]]).astype(np.float32)
     # the tail e^r - 1 - r on |r| <= 0.35 (r^2 normal: the callers add it to r)
     r = np.concatenate([rng.uniform(-0.35, 0.35, 3000), 10 ** rng.uniform(-15, -0.5, 300)])
     return np.concatenate([r, -r]).astype(np.float32)
@@ -188,3 +193,5 @@ def test_float32_special_values(path):
     core.vmath_eval_f32("log1p_unit", x, out[:3])
     np.testing.assert_array_equal(out[:3], [0.0, -0.0, np.nan])
     assert np.signbit(out[1])
+    core.vmath_eval_f32("log_normal", np.array([np.nan, 1.0], np.float32), out[:2])
+    np.testing.assert_array_equal(out[:2], [np.nan, 0.0])
