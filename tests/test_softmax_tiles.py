@@ -355,3 +355,26 @@ def test_float32_arithmetic_tells_the_truth():
         # float32 arithmetic rounds differently somewhere; rows of 65 classes compute in
         # float64 and give the float64 results rounded, bit for bit
         assert same != native, k
+
+
+@pytest.mark.parametrize("w0", [1e-42, 1e-30, 1.0, 1e30])
+def test_float32_weights_multiply_in_float64(w0):
+    # a weight that is subnormal or huge in float32 loses nothing: the gradient and hessian
+    # are w_i times the unweighted ones (float64 products, rounded once)
+    rng = np.random.default_rng(11)
+    n, k = 50, 10
+    z = (rng.standard_normal((n, k)) * 3).astype(np.float32)
+    y = rng.integers(0, k, n)
+    w = np.full(n, w0, np.float32)
+    for loss, target in ((CE(from_logits=True), y),
+                         (CE(from_logits=True, label_smoothing=0.1), y),
+                         (KL(from_logits=True), rng.dirichlet(np.ones(k), n).astype(np.float32))):
+        _, g1, h1 = loss.loss_gradient_hessian(target, z, reduction="none")
+        _, gw, hw = loss.loss_gradient_hessian(target, z, sample_weight=w, reduction="none")
+        for a, b in ((gw, g1), (hw, h1)):
+            expect = (np.float64(w[0]) * b.astype(np.float64)).astype(np.float32)
+            # soft targets compute their gradient in float64: w x and x are each rounded once
+            # to float32, so w fl(x) rounded may differ by one step
+            assert np.all(np.abs(a.astype(np.float64) - expect) <= ulp32(expect) + TINY32)
+            if target is y and loss.label_smoothing == 0.0:
+                assert np.array_equal(a, expect)       # float32 terms times a float64 weight
