@@ -1,4 +1,4 @@
-from typing import Tuple
+from typing import FrozenSet, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +10,8 @@ _L = npt.NDArray[np.int32] | npt.NDArray[np.int64]
 # Each kernel: (y_pred (n, K), y_true (labels (n,) or rows (n, K)), sample_weight, loss_out,
 # gradient_out, hessian_out, want_loss, scale, n_threads, partials, *params)
 # -> (sum of w*l, domain flags); empty arrays mean "none".
+
+NATIVE32: FrozenSet[str]   # kernels whose float32 calls compute in float32 (K <= 64 classes)
 
 def rows_per_block(n_classes: int) -> int: ...
 def label_weight_sum(

@@ -128,6 +128,26 @@ class RowwiseLoss(Loss):
                 out = np.where(labels == ign, 0.0, out)
         return out
 
+    @property
+    def float32_arithmetic(self) -> bool:
+        """Whether float32 inputs compute in float32 arithmetic (True) or in float64 (False).
+
+        True for the softmax losses from logits (categorical cross-entropy and KL divergence,
+        every target form): float32 rows of up to 64 classes run their per-element passes
+        (maximum, exponentials, gradient, hessian) in float32 arithmetic, twice the SIMD lanes,
+        within the contract's float32 accuracy (about 1e-6 relative; a gradient ``S p_k - u_k``
+        that cancels, to a few float32 ulp of its terms). Their sums (the row's sum of
+        exponentials, the target sums, the loss and every reduction) still accumulate in
+        float64. Rows of more than 64 classes compute in float64 even then, so True says that
+        float32 results may differ from the float64 results rounded, not that every call does.
+        Float64 inputs always compute in float64.
+        """
+        cw = self.get_params().get("class_weight")
+        n_classes = len(cw) if cw is not None else 2
+        target = "label" if self.label_targets else "rows"
+        kernel = self._kernel_for(target, n_classes, np.dtype(np.float32))[0]
+        return getattr(kernel, "__name__", "") in getattr(_multiclass, "NATIVE32", ())
+
     # ------------------------------------------------------------------ description hooks
     def _kernel_call(self, target: str, n_classes: int,
                      dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
