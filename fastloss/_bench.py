@@ -84,6 +84,17 @@ def np_bce_logits(y, z):
     return np.mean(loss), (s - y) / n, s * (1 - s) / n
 
 
+def np_bce_proba(y, p):
+    # -(y log c + (1 - y) log(1 - c)) with c = p clipped to [eps, 1 - eps] (scikit-learn's
+    # log_loss); gradient (1 - y)/(1 - c) - y/c, hessian y/c^2 + (1 - y)/(1 - c)^2
+    n = p.size
+    eps = np.finfo(p.dtype).eps
+    c = np.clip(p, eps, 1 - eps)
+    r = 1 - c
+    loss = -(y * np.log(c) + (1 - y) * np.log1p(-c))
+    return np.mean(loss), ((1 - y) / r - y / c) / n, (y / (c * c) + (1 - y) / (r * r)) / n
+
+
 def np_gamma(y, p):
     # unit deviance with log link: 2 (y e^-p + p - log y - 1)
     n = p.size
@@ -148,6 +159,8 @@ BASELINES: Dict[str, Tuple[Callable, Callable[[], object], str]] = {
 if "binary_cross_entropy" in fastloss.available():
     BASELINES["bce_logits"] = (
         np_bce_logits, lambda: fastloss.get("binary_cross_entropy", from_logits=True), "binary")
+    BASELINES["bce_proba"] = (
+        np_bce_proba, lambda: fastloss.get("binary_cross_entropy"), "probability")
     BASELINES["focal_logits"] = (
         np_focal_logits, lambda: fastloss.get("focal", from_logits=True), "binary")
     # n is the number of rows here (K = 10 classes), as in "10^7 x 10"
@@ -173,6 +186,9 @@ def make_data(kind: str, n: int, dtype, seed: int = 0):
     elif kind == "count":
         y = rng.poisson(3.0, n).astype(dtype)
         p = (rng.standard_normal(n) * 0.5 + 1.0).astype(dtype)
+    elif kind == "probability":
+        y = (rng.random(n) < 0.3).astype(dtype)
+        p = rng.uniform(0.01, 0.99, n).astype(dtype)
     elif kind == "binary":
         y = (rng.random(n) < 0.3).astype(dtype)
         p = (rng.standard_normal(n) * 2.0).astype(dtype)
