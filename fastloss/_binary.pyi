@@ -1,10 +1,12 @@
-from typing import Tuple
+from typing import FrozenSet, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
 _F = npt.NDArray[np.floating]
 _D = npt.NDArray[np.float64]
+
+NATIVE32: FrozenSet[str]   # kernels whose float32 calls compute in float32 arithmetic
 
 # Each kernel: (y_true, y_pred, sample_weight, loss_out, gradient_out, hessian_out, want_loss,
 # scale, n_threads, partials, *params) -> (sum of w*l, domain flags); empty arrays mean "none".

@@ -5,13 +5,15 @@ scale, n_threads, partials, *params) -> (sum of w*l, domain flags). The arrays a
 of one float dtype and one size, any shape (read flat); empty arrays mean "none".
 """
 
-from typing import Tuple
+from typing import FrozenSet, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
 _F = npt.NDArray[np.floating]
 _D = npt.NDArray[np.float64]
+
+NATIVE32: FrozenSet[str]   # kernels whose float32 calls compute in float32 arithmetic
 
 def squared_error(
     y_true: _F, y_pred: _F, sample_weight: _F, loss_out: _F, gradient_out: _F, hessian_out: _F,
