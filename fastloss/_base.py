@@ -286,6 +286,13 @@ def retry_overflowed_mean(total: float, denom: float, w: Optional[np.ndarray], n
     return total, denom
 
 
+def computes_float32(kernel: Callable[..., Any]) -> bool:
+    """Whether a compiled kernel computes float32 data in float32 arithmetic: it is listed in
+    its module's ``NATIVE32`` (the ``float32_arithmetic`` of element-wise and row-wise losses)."""
+    module = sys.modules.get(getattr(kernel, "__module__", ""), None)
+    return getattr(kernel, "__name__", "") in getattr(module, "NATIVE32", ())
+
+
 class ElementwiseLoss(Loss):
     """A loss where every element of ``y_pred`` is a sample (any shape).
 
@@ -333,9 +340,7 @@ class ElementwiseLoss(Loss):
         parameters lie outside [2**-60, 2**60], for in-place calls, and to redo a call where an
         output overflowed float32 from finite inputs. Float64 inputs always compute in float64.
         """
-        kernel = self._kernel_call()[0]
-        module = sys.modules.get(getattr(kernel, "__module__", ""), None)
-        return kernel.__name__ in getattr(module, "NATIVE32", ())
+        return computes_float32(self._kernel_call()[0])
 
     def _kernel_for(self, dtype: np.dtype) -> Tuple[Callable[..., Tuple[float, int]], tuple]:
         """``_kernel_call_for(dtype)``, computed once per instance and dtype (instances are

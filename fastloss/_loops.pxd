@@ -54,7 +54,8 @@ ctypedef void (*eval_f64_t)(in_f64 y, in_f64 p, in_f64 w, Py_ssize_t m, out_f64 
                             const double* prm) noexcept nogil
 
 
-# Flag bit of an element whose float32-arithmetic loss overflowed from finite inputs.
+# Flag bit of an element whose float32-arithmetic output overflowed (or is NaN) from finite
+# inputs: the call is redone in float64 arithmetic (run_elementwise).
 cdef enum:
     REDO64 = 64
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import _core
 from ._base import (
-    REAL, ArrayLike, ArraySpec, Domain, Loss, mean_weights, retry_overflowed_mean, to_dtype,
+    REAL, ArrayLike, ArraySpec, Domain, Loss, computes_float32, mean_weights,
+    retry_overflowed_mean, to_dtype,
 )
 from ._dispatch import kernel_module
 from ._threads import resolve_n_threads
@@ -146,7 +147,7 @@ class RowwiseLoss(Loss):
         n_classes = len(cw) if cw is not None else 2
         target = "label" if self.label_targets else "rows"
         kernel = self._kernel_for(target, n_classes, np.dtype(np.float32))[0]
-        return getattr(kernel, "__name__", "") in getattr(_multiclass, "NATIVE32", ())
+        return computes_float32(kernel)
 
     # ------------------------------------------------------------------ description hooks
     def _kernel_call(self, target: str, n_classes: int,
