@@ -245,6 +245,8 @@ cdef extern from "_vmath.h":
     float fl_log1p_unitf(float) noexcept nogil
     float fl_expm1f_poly_tail(float) noexcept nogil
     float fl_logf_normal(float) noexcept nogil
+    float fl_expf(float) noexcept nogil
+    float fl_expm1mxf_poly(float) noexcept nogil
 
 
 def vmath_eval(str name, const double[::1] x, double[::1] out):
@@ -288,7 +290,8 @@ def vmath_eval_f32(str name, const float[::1] x, float[::1] out):
         raise ValueError("out must have the length of x")
     cdef int which
     try:
-        which = ["exp_nonpos", "log1p_unit", "expm1_tail", "log_normal"].index(name)
+        which = ["exp_nonpos", "log1p_unit", "expm1_tail", "log_normal", "exp",
+                 "expm1mx"].index(name)
     except ValueError:
         raise ValueError(f"unknown function {name!r}") from None
     with nogil:
@@ -301,9 +304,15 @@ def vmath_eval_f32(str name, const float[::1] x, float[::1] out):
         elif which == 2:
             for i in range(n):
                 out[i] = fl_expm1f_poly_tail(x[i])
-        else:
+        elif which == 3:
             for i in range(n):
                 out[i] = fl_logf_normal(x[i])
+        elif which == 4:
+            for i in range(n):
+                out[i] = fl_expf(x[i])
+        else:
+            for i in range(n):
+                out[i] = fl_expm1mxf_poly(x[i])
 
 
 # ---------------------------------------------------------------------------- the fast call path

@@ -31,6 +31,9 @@ cdef extern from "_vmath.h":
     float log1p_unitf "fl_log1p_unitf"(float) noexcept nogil
     float expm1f_tail "fl_expm1f_poly_tail"(float) noexcept nogil
     float logf_normal "fl_logf_normal"(float) noexcept nogil
+    # float32 exp for every x, and e^r - 1 - r for |r| <= 1 (the deviances' mixed kernels)
+    float fl_expf(float) noexcept nogil
+    float expm1mxf_poly "fl_expm1mxf_poly"(float) noexcept nogil
 
 cdef extern from "<math.h>":
     float fabsf(float) noexcept nogil

@@ -234,6 +234,8 @@ static inline double fl_tanh(double x)
  *   logf_normal:  log(x) for positive normal x, the same series after the exponent split.
  *   expm1f_tail:  e^r - 1 - r for |r| <= 0.35 (Taylor terms r^2/2! .. r^7/7!), within 4 ulp;
  *                 added to r, which is at least 3 times larger, it gives expm1 within about 2.
+ *   expf:         exp(x) for every x, as expf_nonpos, with overflow to inf above about 88.72.
+ *   expm1mxf_poly: e^r - 1 - r for |r| <= 1 (to r^10/10!), within 2.5 ulp.
  */
 static inline float fl_from_bits_f(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
 static inline uint32_t fl_to_bits_f(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
@@ -256,14 +258,52 @@ static inline float fl_expm1f_poly_tail(float r)
     return ((a0 + r2 * a1) + r4 * a2) * r2;
 }
 
+/* x = k ln2 + r (ln 2 split into a 9-bit high part: k ln2_hi is exact for |k| < 2^15);
+ * returns e^r and sets *k. x must already be clamped to [-110, 89]. */
+static inline float fl_expf_reduce(float x, float *k)
+{
+    float kf = (x * 1.44269504088896341f + FLF_SHIFTER) - FLF_SHIFTER;
+    float r = (x - kf * 0.693359375f) - kf * -2.12194440054690583e-4f;
+    *k = kf;
+    return 1.0f + (r + fl_expm1f_poly_tail(r));
+}
+
 static inline float fl_expf_nonpos(float x)
 {
+    float k;
     float xc = x < -110.0f ? -110.0f : x;       /* e^-110 rounds to 0; NaN stays NaN */
-    float k = (xc * 1.44269504088896341f + FLF_SHIFTER) - FLF_SHIFTER;
-    float r = (xc - k * 0.693359375f) - k * -2.12194440054690583e-4f;
-    float p = 1.0f + (r + fl_expm1f_poly_tail(r));
+    float p = fl_expf_reduce(xc, &k);
     float k1 = k < -125.0f ? -125.0f : k;
     return (p * fl_pow2if(k1)) * fl_pow2if(k - k1);
+}
+
+/* e^x for every float32 x: fl_expf_nonpos's method, with x also clamped at 89 (e^89
+ * overflows float32) and 2^k split as 2^min(k, 127) 2^(k - 127) at the top, so that results
+ * just below FLT_MAX are finite and larger ones overflow to inf. */
+static inline float fl_expf(float x)
+{
+    float k;
+    float xc = x > 89.0f ? 89.0f : x;           /* NaN stays NaN */
+    xc = xc < -110.0f ? -110.0f : xc;
+    float p = fl_expf_reduce(xc, &k);
+    float k1 = k < -125.0f ? -125.0f : (k > 127.0f ? 127.0f : k);
+    return (p * fl_pow2if(k1)) * fl_pow2if(k - k1);
+}
+
+/* e^r - 1 - r for |r| <= 1: Taylor terms r^2/2! .. r^10/10! (truncation < 3e-8 of the
+ * result), by Estrin's scheme; within 2.5 float32 ulp (the terms alternate for r < 0 and cancel
+ * by at most a factor 2). For the deviances near their minimum, where the direct form cancels. */
+static inline float fl_expm1mxf_poly(float r)
+{
+    float r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    float a0 = r * (1.0f / 6.0f);
+    float a1 = 1.0f / 24.0f + r * (1.0f / 120.0f);
+    float a2 = 1.0f / 720.0f + r * (1.0f / 5040.0f);
+    float a3 = 1.0f / 40320.0f + r * (1.0f / 362880.0f);
+    float b0 = a0 + r2 * a1, b1 = a2 + r2 * a3;
+    /* the leading term r^2/2 apart (exact but for the rounding of r^2): the rest is at most a
+     * third of it, so its rounding errors count a third */
+    return 0.5f * r2 + ((b0 + r4 * b1) + r8 * (1.0f / 3628800.0f)) * r2;
 }
 
 /* 1/3 + z/5 + z^2/7 + z^3/9 by Estrin's scheme (the atanh series of log1p_unitf) */

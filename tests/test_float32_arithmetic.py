@@ -87,10 +87,50 @@ def test_log_cosh_float32_against_mpmath():
     _check(got, terms)
 
 
+def _poisson_terms(y, p):
+    mu = mpmath.exp(p)
+    loss = 2 * mu if y == 0 else 2 * (y * mpmath.log(y / mu) - y + mu)
+    return loss, 2 * (mu - y), 2 * mu, 2 * (mu + y)
+
+
+def _gamma_terms(y, p):
+    q = y / mpmath.exp(p)
+    return 2 * (-mpmath.log(q) + q - 1), 2 * (1 - q), 2 * q, 2 * (1 + q)
+
+
+@pytest.mark.parametrize("name", ["poisson", "gamma"])
+def test_deviances_float32_against_mpmath(name):
+    """Mixed precision: log y and r = p - log y in float64, the rest in float32. Near the
+    optimum (p = log y) the loss is about y r^2, which float32 log y would ruin."""
+    rng = np.random.default_rng(9)
+    n = 500
+    y = rng.gamma(2.0, 2.0, n)
+    if name == "poisson":
+        y[:100] = rng.poisson(3.0, 100)
+        y[:5] = 0.0
+    y = y.astype(F32)
+    p = rng.uniform(-20, 20, n)
+    near = slice(100, 300)   # at the optimum, off by 1e-12 .. 1 (the series and its edge)
+    p[near] = np.log(np.maximum(y[near].astype(np.float64), 1e-3)) + (
+        rng.choice([-1, 1], 200) * 10.0 ** rng.uniform(-12, 0.3, 200))
+    # extremes: mu near FLT_MAX and subnormal (Poisson); y/mu near 1e37 and 1e-34 (Gamma)
+    p[300:306] = [88.0, -100.0, 0.0, -0.0, 1e-30, -87.0] if name == "poisson" else [
+        80.0, -80.0, 0.0, -0.0, 1e-30, -70.0]
+    p = p.astype(F32)
+    loss = fastloss.get(name)
+    assert loss.float32_arithmetic
+    got = loss.loss_gradient_hessian(y, p, reduction="none")
+    assert all(a.dtype == F32 for a in got)
+    terms_of = _poisson_terms if name == "poisson" else _gamma_terms
+    terms = [terms_of(mpmath.mpf(float(yi)), mpmath.mpf(float(pi))) for yi, pi in zip(y, p)]
+    _check(got, terms)
+
+
 @pytest.mark.parametrize("make", [lambda: fastloss.LogCosh(),
                                   lambda: fastloss.BinaryCrossEntropy(from_logits=True),
                                   lambda: fastloss.MSE(), lambda: fastloss.Huber(delta=0.7),
-                                  lambda: fastloss.Quantile(quantile=0.3)])
+                                  lambda: fastloss.Quantile(quantile=0.3),
+                                  lambda: fastloss.get("poisson"), lambda: fastloss.get("gamma")])
 def test_float32_arithmetic_is_what_runs(make):
     """The attribute tells the truth: float32 results are not all the float64 ones rounded
     (weighted means: the weight and the scale are rounded in float32 arithmetic too)."""
@@ -107,11 +147,13 @@ def test_float32_arithmetic_is_what_runs(make):
 
 
 def test_other_losses_compute_float32_in_float64():
-    assert not fastloss.get("gamma").float32_arithmetic
     assert not fastloss.get("tweedie", power=1.5).float32_arithmetic
+    assert not fastloss.get("tweedie", power=0.0).float32_arithmetic
     assert not fastloss.get("focal", from_logits=True).float32_arithmetic
     assert not fastloss.get("focal").float32_arithmetic                  # from probabilities
-    assert not fastloss.get("poisson").float32_arithmetic
+    # the deviances at powers 1 and 2 are the Poisson and Gamma kernels (mixed precision)
+    assert fastloss.get("tweedie", power=1.0).float32_arithmetic
+    assert fastloss.get("tweedie", power=2.0).float32_arithmetic
 
 
 @pytest.mark.parametrize("pos_weight", [3.4028235677973366e38, 1e39, 1e300, 1e-30])
