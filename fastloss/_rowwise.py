@@ -296,11 +296,17 @@ class RowwiseLoss(Loss):
         denom = wsum
         if target == "label" and reduction == "mean":
             ign = self._ignore()
-            denom, flags = _multiclass.label_weight_sum(
-                yt, self._label_weights(k), empty if w is None else w,
-                0 if ign is None else ign, ign is not None, nt)
-            if flags:
-                self._raise_domain(flags, target, yt, k)
+            if w is None and ign is None and self._cached(
+                    ("no_class_weight", k), lambda: self._class_weights(k) is None):
+                # every row counts once; the kernel flags labels outside [0, K) itself
+                # (a separate label pass cost about 3 us of a small call)
+                denom = float(n)
+            else:
+                denom, flags = _multiclass.label_weight_sum(
+                    yt, self._label_weights(k), empty if w is None else w,
+                    0 if ign is None else ign, ign is not None, nt)
+                if flags:
+                    self._raise_domain(flags, target, yt, k)
         scale = 1.0 / denom if (reduction == "mean" and denom > 0) else 1.0
         store = loss and reduction == "none"
         if loss_out is not None and not store:

@@ -476,11 +476,12 @@ def test_rowwise_kernel_cache():
                 fresh = fastloss.CategoricalCrossEntropy(
                     from_logits=True, class_weight=[1.0, 2.0, 0.5, 1.0])
                 _assert_same_bits(got, fresh.loss_gradient(yt, zz, reduction="mean"))
-    # four kernel calls (target x dtype) and the label weights of K = 4
+    # four kernel calls (target x dtype), the label weights of K = 4, and whether there are
+    # class weights (without, and unweighted, a mean over labels skips the label pass)
     assert sorted(map(str, loss._calls)) == sorted(map(str, [
         ("label", 4, np.dtype(np.float64)), ("label", 4, np.dtype(np.float32)),
         ("rows", 4, np.dtype(np.float64)), ("rows", 4, np.dtype(np.float32)),
-        ("label_weights", 4)]))
+        ("label_weights", 4), ("no_class_weight", 4)]))
     # NumPy reference for the weighted mean over labels (PyTorch's convention)
     cw = np.array([1.0, 2.0, 0.5, 1.0])
     logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
