@@ -44,8 +44,14 @@ def as_rows(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
     A conversion keeps the memory order (``order="K"``), so an F-ordered input stays F-ordered.
     """
-    if arr.dtype == dtype and all(s % dtype.itemsize == 0 for s in arr.strides):
-        return arr
+    if arr.dtype == dtype:
+        size = dtype.itemsize
+        if arr.ndim == 2:      # (the common case, without a generator: a small call's cost)
+            s0, s1 = arr.strides
+            if not (s0 % size or s1 % size):
+                return arr
+        elif all(s % size == 0 for s in arr.strides):
+            return arr
     return arr.astype(dtype, order="K")
 
 
@@ -325,7 +331,9 @@ class RowwiseLoss(Loss):
         )
         if flags:
             self._raise_domain(flags, target, yt, k)
-        if loss and reduction == "mean" and dtype == np.float64 and partials is None:
+        if (loss and reduction == "mean" and dtype == np.float64 and partials is None
+                and math.isinf(total)):
+            # (the closures only where the float64 sum overflowed: a small call's cost)
             ign = self._ignore()
 
             def denominator(w2):

@@ -102,15 +102,20 @@ def detach_inputs(inputs: tuple, outs: tuple, in_place_ok: bool = True) -> tuple
     raise ``ValueError``. ``None`` entries are skipped.
     """
     given = [o for o in outs if o is not None]
-    for i, o in enumerate(given):
+    if not given:
+        return tuple(inputs)
+    overlap = _core.overlap
+    for i in range(len(given) - 1):
         for o2 in given[i + 1:]:
-            if _core.overlap(o, o2):
+            if overlap(given[i], o2):
                 raise ValueError("the out arrays must not overlap each other")
     detached = []
     for a in inputs:
         if a is not None:
-            how = [_core.overlap(a, o) for o in given]
-            if 2 in how or (1 in how and not in_place_ok):
-                a = a.copy()
+            for o in given:
+                how = overlap(a, o)
+                if how == 2 or (how == 1 and not in_place_ok):
+                    a = a.copy()
+                    break
         detached.append(a)
     return tuple(detached)
