@@ -35,6 +35,18 @@ def focal_proba(
     alpha: float, gamma: float, eps: float,
 ) -> Tuple[float, int]: ...
 
+def focal2_logits(   # gamma = 2
+    y_true: _F, y_pred: _F, sample_weight: _F, loss_out: _F, gradient_out: _F, hessian_out: _F,
+    want_loss: bool, scale: float, n_threads: int, partials: _D,
+    alpha: float,
+) -> Tuple[float, int]: ...
+
+def focal2_proba(    # gamma = 2
+    y_true: _F, y_pred: _F, sample_weight: _F, loss_out: _F, gradient_out: _F, hessian_out: _F,
+    want_loss: bool, scale: float, n_threads: int, partials: _D,
+    alpha: float, eps: float,
+) -> Tuple[float, int]: ...
+
 def hinge(
     y_true: _F, y_pred: _F, sample_weight: _F, loss_out: _F, gradient_out: _F, hessian_out: _F,
     want_loss: bool, scale: float, n_threads: int, partials: _D,

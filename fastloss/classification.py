@@ -223,6 +223,11 @@ class Focal(_BinaryLoss):
     :math:`\gamma > 0` the hessian can be negative, and is returned as it is (a GBDT adapter can
     floor it). ``gamma=0`` is ``alpha_t`` times the binary cross-entropy.
 
+    ``gamma=2`` (the default) has kernels of its own: :math:`m^2` as a product, not
+    :math:`\exp(2 \log m)`, so float32 inputs compute in float32 arithmetic
+    (``float32_arithmetic``: about 4x faster than at other gammas, within a few float32 ulp);
+    other gammas compute float32 inputs in float64.
+
     Parameters
     ----------
     alpha : float in [0, 1] or None, default 0.25
@@ -256,6 +261,15 @@ class Focal(_BinaryLoss):
 
     def _scalar_args(self) -> tuple:
         return (-1.0 if self.alpha is None else self.alpha, self.gamma)
+
+    def _kernel_call_for(self, dtype: np.dtype):
+        if self.gamma != 2.0:
+            return super()._kernel_call_for(dtype)
+        # gamma = 2 has kernels of its own: m^2, not exp(2 log m), and float32 arithmetic
+        alpha = -1.0 if self.alpha is None else self.alpha
+        if self.from_logits:
+            return _binary.focal2_logits, (alpha,)
+        return _binary.focal2_proba, (alpha, probability_eps(dtype))
 
     def baseline(self, y_true: ArrayLike, *, sample_weight: ArrayLike = None) -> float:
         """The best constant, found numerically (a logit, or its probability).

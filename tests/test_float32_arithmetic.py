@@ -126,6 +126,67 @@ def test_deviances_float32_against_mpmath(name):
     _check(got, terms)
 
 
+def _focal_terms(y, v, alpha, from_logits):
+    """Focal loss at gamma = 2 in mpmath, as a function of the logit or of the (clipped)
+    probability v: (loss, gradient, hessian) by numerical differentiation of the loss itself,
+    and the scales of the terms the kernel sums for the gradient and the hessian:
+    f (2 |r| ce + |ce'|) and f (2 r^2 ce + 4 |r ce'| + [2 |r (1 - 2p)| ce + p q | ce''])."""
+    at = 1 if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+
+    def loss_of(u):
+        s = 1 / (1 + mpmath.exp(-u)) if from_logits else u
+        m = y * (1 - s) + (1 - y) * s
+        return -at * m ** 2 * (y * mpmath.log(s) + (1 - y) * mpmath.log(1 - s))
+
+    s = 1 / (1 + mpmath.exp(-v)) if from_logits else v
+    m = y * (1 - s) + (1 - y) * s
+    ce = -(y * mpmath.log(s) + (1 - y) * mpmath.log(1 - s))
+    f = at * m ** 2
+    if from_logits:
+        r, dce = (1 - 2 * y) * s * (1 - s) / m, (1 - y) * s - y * (1 - s)
+        last = 2 * abs(r * (1 - 2 * s)) * ce + s * (1 - s)
+    else:
+        r, dce = (1 - 2 * y) / m, (1 - y) / (1 - s) - y / s
+        last = y / s ** 2 + (1 - y) / (1 - s) ** 2
+    gscale = f * (2 * abs(r) * ce + abs(dce))
+    hscale = f * (2 * r ** 2 * ce + 4 * abs(r * dce) + last)
+    return loss_of(v), mpmath.diff(loss_of, v), mpmath.diff(loss_of, v, 2), gscale, hscale
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("alpha", [0.25, None])
+def test_focal_gamma2_float32_against_mpmath(from_logits, alpha):
+    """gamma = 2 computes m^2 as m * m, in float32 arithmetic: the loss to 1e-6 relative; the
+    gradient and hessian, sums of terms of both signs (the hessian changes sign), to 1e-6
+    relative plus 16 float32 ulp of their terms' scale."""
+    rng = np.random.default_rng(12)
+    n = 200
+    y = np.where(rng.random(n) < 0.5, 1.0, 0.0)
+    y[:40] = rng.uniform(0, 1, 40)                     # soft labels
+    if from_logits:
+        p = rng.normal(0, 4, n)
+        p[40:48] = [0.0, 1e-6, -3.0, 12.0, -12.0, 30.0, -30.0, 2.5]
+    else:
+        p = rng.uniform(0, 1, n)
+        p[40:48] = [1e-3, 0.999, 0.5, 1e-6, 1 - 1e-6, 0.25, 0.75, 0.1]
+    y, p = y.astype(F32), p.astype(F32)
+    loss = fastloss.Focal(alpha=alpha, gamma=2.0, from_logits=from_logits)
+    assert loss.float32_arithmetic
+    got = loss.loss_gradient_hessian(y, p, reduction="none")
+    assert all(a.dtype == F32 for a in got)
+    eps = mpmath.mpf(float(fastloss.classification.probability_eps(np.dtype(F32))))
+    for i in range(n):
+        v = mpmath.mpf(float(p[i]))
+        if not from_logits:
+            v = min(max(v, eps), 1 - eps)
+        el, eg, eh, gs, hs = _focal_terms(mpmath.mpf(float(y[i])), v, alpha, from_logits)
+        assert abs(mpmath.mpf(float(got[0][i])) - el) <= 1e-6 * abs(el) + 1e-44, (i, "loss")
+        for k, exact, scale in ((1, eg, gs), (2, eh, hs)):
+            assert abs(mpmath.mpf(float(got[k][i])) - exact) <= (
+                1e-6 * abs(exact) + 16 * ULP * scale + 1e-44), (i, k, float(got[k][i]),
+                                                                float(exact))
+
+
 @pytest.mark.parametrize("make", [lambda: fastloss.LogCosh(),
                                   lambda: fastloss.BinaryCrossEntropy(from_logits=True),
                                   lambda: fastloss.MSE(), lambda: fastloss.Huber(delta=0.7),
@@ -149,8 +210,11 @@ def test_float32_arithmetic_is_what_runs(make):
 def test_other_losses_compute_float32_in_float64():
     assert not fastloss.get("tweedie", power=1.5).float32_arithmetic
     assert not fastloss.get("tweedie", power=0.0).float32_arithmetic
-    assert not fastloss.get("focal", from_logits=True).float32_arithmetic
-    assert not fastloss.get("focal").float32_arithmetic                  # from probabilities
+    # focal at gamma != 2: exp(gamma log m) would lose |gamma log m| float32 ulp
+    assert not fastloss.get("focal", from_logits=True, gamma=1.5).float32_arithmetic
+    assert not fastloss.get("focal", gamma=3.0).float32_arithmetic         # from probabilities
+    assert fastloss.get("focal", from_logits=True).float32_arithmetic      # gamma = 2: m * m
+    assert fastloss.get("focal", alpha=None).float32_arithmetic
     # the deviances at powers 1 and 2 are the Poisson and Gamma kernels (mixed precision)
     assert fastloss.get("tweedie", power=1.0).float32_arithmetic
     assert fastloss.get("tweedie", power=2.0).float32_arithmetic
