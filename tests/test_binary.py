@@ -651,3 +651,19 @@ def test_bce_probabilities_near_zero_and_smoothed_labels_stay_accurate(dtype, rt
     expect = [float(t / mpmath.mpf(float(v)) ** 2 + (1 - t) / (1 - mpmath.mpf(float(v))) ** 2)
               for v in c]
     np.testing.assert_allclose(got, expect, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 1e-6)])
+@pytest.mark.parametrize("gamma", [2.0, 1.5])
+def test_focal_probabilities_near_zero_stay_accurate(dtype, rtol, gamma):
+    """Focal from probabilities, negative labels, tiny p: the loss is p^g (-log(1 - p)), where
+    1 - p rounds (float64 data at p < 1/2, float32 arithmetic at gamma = 2) and log's condition
+    number 1/p made that 1e-7 relative at p = 1e-9 in float64. Against log1p in mpmath."""
+    p = np.array([1e-9 * (1 + 2.0 ** -30), 3.3e-10, 7.77e-8, 1e-4, 0.3], dtype)
+    y = np.zeros(5, dtype)
+    got = fastloss.Focal(alpha=None, gamma=gamma).loss(y, p, reduction="none")
+    eps = mpmath.mpf(float(probability_eps(dtype)))
+    for g, v in zip(got, p):
+        c = max(mpmath.mpf(float(v)), eps)
+        want = c ** mpmath.mpf(gamma) * -mpmath.log1p(-c)
+        assert abs(mpmath.mpf(float(g)) - want) <= rtol * want, (float(v), float(g), float(want))
