@@ -166,7 +166,8 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
     float64-arithmetic table for float32 data, used instead when the scale or a parameter is
     outside what float32 carries (``native32_ok``) or an output is an input (in place), and
     to redo the call when an element flags ``REDO64`` (a loss that overflowed float32 from
-    finite inputs: its true value, times a weight or in a mean, may be finite).
+    finite inputs: its true value, times a weight or in a mean, may be finite; or a weight
+    that the scale takes to 0 in float32).
 
     All arrays are C-contiguous (any shape; the flat sequence is used) of one float dtype (float32 or float64, that of ``y_pred``);
     empty optional arrays mean "none"; ``partials`` is float64 with one slot per block, or empty.

@@ -386,3 +386,27 @@ def test_bce_probabilities_float32_against_mpmath(pos_weight, smoothing):
         terms.append((-(a * mpmath.log(c) + b * mpmath.log(1 - c)), b / (1 - c) - a / c,
                       a / c ** 2 + b / (1 - c) ** 2, abs(b / (1 - c)) + abs(a / c)))
     _check(got, terms)
+
+
+@pytest.mark.parametrize("name", ["mse", "huber", "poisson", "gamma", "log_cosh"])
+def test_weight_scaled_below_float32_range_redoes_in_float64(name):
+    """A weight of 1e-45 in a mean: scale * w rounds to 0 in float32, and (scale w) * g would be
+    0 where the true value is not, or NaN for an infinite g (y_true = inf; found by the
+    property tests). Such a call is redone in float64 arithmetic: the float64 result, rounded."""
+    y = np.array([1.0, np.inf, 1.0, 2.0, 1.0], F32)
+    p = np.array([0.0, 0.0, 1e-45, 0.5, -3.0], F32)
+    w = np.array([2.0, 1e-45, 1e-45, 1e-45, 3e-45], F32)
+    loss = fastloss.get(name)
+    assert loss.float32_arithmetic
+    g32, h32 = loss.gradient_hessian(y, p, sample_weight=w)
+    g64, h64 = loss.gradient_hessian(y.astype(np.float64), p.astype(np.float64),
+                                     sample_weight=w.astype(np.float64))
+    mean32 = loss.gradient(y, p, sample_weight=w)
+    mean64 = loss.gradient(y.astype(np.float64), p.astype(np.float64),
+                           sample_weight=w.astype(np.float64))
+    np.testing.assert_array_equal(mean32, mean64.astype(F32))
+    assert not np.isnan(mean32).any()
+    # per sample (no scale: w itself is representable) the call stays in float32 arithmetic
+    for got, want in ((g32, g64), (h32, h64)):
+        assert not np.isnan(got).any()
+        np.testing.assert_allclose(got, want.astype(F32), rtol=1e-6, atol=0)
