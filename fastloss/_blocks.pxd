@@ -6,8 +6,19 @@ An array of n elements is cut into fixed blocks of ``BLOCK`` elements. Threads t
 partials are combined afterwards in block order. Because the cut does not depend on the number of
 threads, every result, reductions included, is bitwise identical for any ``n_threads``.
 
-Below ``MIN_PER_THREAD`` elements per thread a parallel region costs more than it saves, so
-``threads_for`` returns fewer threads (one for small calls, which then skip OpenMP entirely).
+How many threads a call gets. A parallel region costs a few microseconds, so a thread is only
+started for work that takes it longer than that. Work is known in elements, but its time is not:
+an element of MSE takes 0.5 ns, one of log-cosh 8, a row of softmax depends on its width. So:
+
+* ``threads_for``: from the element count alone. ``MIN_PER_THREAD`` elements per thread is
+  enough for the cheapest loss; calls that large get every thread at once, with no timing.
+* ``threads_after_first``: calls below that (``may_time_first`` says which) run their first
+  block on the calling thread, timed, and the rest of the call gets as many threads as the
+  estimated rest of its time allows, ``MIN_NS_PER_THREAD`` per thread. A log-cosh call of 1e5
+  elements then runs on two threads, an MSE call of 2e4 on one.
+
+The blocks do not depend on the choice, so results stay bitwise the same for any thread count
+and any timing. ``_core.note_threads`` records the choice (``_core.last_threads()``, a test hook).
 """
 
 cdef extern from "_omp_compat.h":
@@ -15,13 +26,16 @@ cdef extern from "_omp_compat.h":
     int omp_in_parallel() noexcept nogil
     long fastloss_enter() noexcept nogil
     void fastloss_leave() noexcept nogil
+    double fastloss_now() noexcept nogil
+    int FASTLOSS_OPENMP
 
-from fastloss._core cimport team_threads
+from fastloss._core cimport team_threads, note_threads
 
 cdef enum:
     BLOCK = 8192                 # elements per block (a multiple of every SIMD width)
     CHUNK = 512                  # elements per stack buffer inside a block (fits in L1)
     MIN_PER_THREAD = 65536       # elements a thread must get before another thread is started
+    MIN_NS_PER_THREAD = 12000    # or nanoseconds of measured work (see threads_after_first)
 
 
 cdef inline double sum_lanes(const double* b, Py_ssize_t m) noexcept nogil:
@@ -91,6 +105,31 @@ cdef inline int threads_for(Py_ssize_t work, int n_threads) noexcept nogil:
     if t < n_threads:
         return team_threads(<int>t)
     return team_threads(n_threads)
+
+
+cdef inline bint may_time_first(int nt, int n_threads, Py_ssize_t nb) noexcept nogil:
+    """Whether a call for which ``threads_for`` chose ``nt`` threads (of ``n_threads`` allowed)
+    should time its first block of ``nb`` to choose again: more threads are allowed, and at
+    least two blocks would be left to share."""
+    return FASTLOSS_OPENMP and nt < n_threads and nb >= 3 and not omp_in_parallel()
+
+
+cdef inline int threads_after_first(int nt, double seconds, Py_ssize_t done, Py_ssize_t rest,
+                                    Py_ssize_t blocks_left, int n_threads) noexcept nogil:
+    """Threads for the rest of a call, after its first ``done`` units of work took ``seconds``:
+    ``rest`` units are left, in ``blocks_left`` blocks. Each thread must get
+    ``MIN_NS_PER_THREAD`` of the estimated time and a block at least; never fewer than ``nt``
+    (the element-count choice), never more than ``n_threads``."""
+    cdef double t = seconds * 1e9 * (<double>rest / <double>(done if done > 0 else 1))
+    t = t / MIN_NS_PER_THREAD
+    cdef int k = n_threads
+    if t < k:
+        k = <int>t
+    if blocks_left < k:
+        k = <int>blocks_left
+    if k <= nt:
+        return nt
+    return team_threads(k)
 
 
 cdef inline double combine(const double* partials, Py_ssize_t nb) noexcept nogil:

@@ -74,6 +74,30 @@ cdef int team_threads(int n) noexcept nogil:
     return fl_team_threads(n)
 
 
+# The thread count of the last kernel call made by this thread (_blocks.pxd: how it is chosen).
+cdef extern from *:
+    """
+    #if defined(_MSC_VER) && !defined(__clang__)
+    static __declspec(thread) int fl_last_threads = 0;
+    #else
+    static __thread int fl_last_threads = 0;
+    #endif
+    """
+    int fl_last_threads
+
+
+cdef void note_threads(int n) noexcept nogil:
+    """Record the thread count a kernel call chose (read by ``last_threads``)."""
+    global fl_last_threads
+    fl_last_threads = n
+
+
+def last_threads():
+    """The number of threads the last kernel call made from this Python thread ran on (0 before
+    any). A test hook: the count follows the work (see ``_blocks.pxd``), never the results."""
+    return fl_last_threads
+
+
 if fl_watch_fork() != 0:
     raise ImportError("fastloss: pthread_atfork failed")
 

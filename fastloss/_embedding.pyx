@@ -38,7 +38,10 @@ from libc.stdlib cimport malloc, free, qsort
 from libc.stdint cimport int64_t
 
 from fastloss._math cimport sign, nan_or
-from fastloss._blocks cimport BLOCK, n_blocks, threads_for, combine
+from fastloss._blocks cimport (
+    BLOCK, n_blocks, threads_for, combine, fastloss_now, may_time_first, threads_after_first,
+    note_threads,
+)
 
 ctypedef fused floating:
     float
@@ -441,8 +444,19 @@ def rows(int task, const floating[:, ::1] x0, const floating[:, ::1] x1,
         free(part)
         free(bad)
         raise MemoryError()
+    cdef Py_ssize_t first = 0, unit = d if d > 0 else 1
+    cdef double t0
     with nogil:
-        for b in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+        if may_time_first(nt, n_threads, nb):
+            # below the element-count rule: the first block, timed, says what the rest is worth
+            t0 = fastloss_now()
+            part[0] = _rows_block(task, px0, px1, px2, lab, w, lo, pg0, pg1, pg2, d, 0, per,
+                                  scale, store, grad, m, margin, swap, &bad[0])
+            nt = threads_after_first(nt, fastloss_now() - t0, per * unit, (n - per) * unit,
+                                     nb - 1, n_threads)
+            first = 1
+        note_threads(nt)
+        for b in prange(first, nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             part[b] = _rows_block(task, px0, px1, px2, lab, w, lo, pg0, pg1, pg2, d,
                                   b * per, min(b * per + per, n), scale, store, grad, m,
                                   margin, swap, &bad[b])

@@ -25,7 +25,7 @@ cimport numpy as cnp
 
 from fastloss._blocks cimport (
     BLOCK, CHUNK, n_blocks, threads_for, combine, sum_chunk, variant_code, fastloss_enter,
-    fastloss_leave,
+    fastloss_leave, fastloss_now, may_time_first, threads_after_first, note_threads,
 )
 
 ctypedef fused floating:
@@ -231,19 +231,31 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
             free(part)
         free(bad)
         raise MemoryError()
+    cdef Py_ssize_t first = 0
+    cdef double t0
     with nogil:
+        if may_time_first(nt, n_threads, nb):
+            # below the element-count rule: the first block, timed, says what the rest is worth
+            t0 = fastloss_now()
+            part[0] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, 0, n, variant,
+                                      &bad[0], f32, f64, prm)
+            nt = threads_after_first(nt, fastloss_now() - t0, BLOCK, n - BLOCK, nb - 1,
+                                     n_threads)
+            first = 1
         if nt > 1:
             # share the threads with kernel calls running concurrently (no oversubscription)
             active = fastloss_enter()
-            nt = threads_for(n, n_threads // <int>active if active > 1 else n_threads)
+            if active > 1 and n_threads // <int>active < nt:
+                nt = n_threads // <int>active if n_threads >= active else 1
+        note_threads(nt)
         while True:
             if nt == 1:
                 # no parallel region at all: even an if(false) one costs a microsecond
-                for b in range(nb):
+                for b in range(first, nb):
                     part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
                                               variant, &bad[b], f32, f64, prm)
             else:
-                for b in prange(nb, schedule="static", num_threads=nt):
+                for b in prange(first, nb, schedule="static", num_threads=nt):
                     part[b] = run_typed_block(typenum, yt, yp, w, lo, go, ho, scale, b, n,
                                               variant, &bad[b], f32, f64, prm)
             flags = 0
@@ -253,6 +265,7 @@ cdef inline object run_elementwise(object y_true, object y_pred, object sample_w
                 break
             f32 = f32_wide
             can_redo = False
+            first = 0
         flags = flags & ~REDO64
         if active > 0:
             fastloss_leave()

@@ -128,6 +128,17 @@ static inline void fastloss_leave(void)
 }
 #endif
 
+/* A monotonic clock in seconds, for timing a call's first block (see threads_after_first in
+ * _blocks.pxd). Without OpenMP there is only one thread to choose, and the clock reads 0. */
+static inline double fastloss_now(void)
+{
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return 0.0;
+#endif
+}
+
 /* Whether the running CPU has AVX2 and FMA (the instruction sets of the *_avx2 kernel modules). */
 static inline int fastloss_cpu_avx2_fma(void)
 {

@@ -146,6 +146,77 @@ def test_default_thread_count_from_many_threads():
 
 
 # ---------------------------------------------------------------------------------------------
+# How many threads a call gets (_blocks.pxd): by element count for large calls, and below that
+# by the measured time of the call's first block
+# ---------------------------------------------------------------------------------------------
+
+_TWO_THREADS = pytest.mark.skipif(
+    not fastloss._core.build_info()["openmp"] or fastloss._core.omp_max_threads() < 2
+    or (os.cpu_count() or 1) < 2, reason="needs an OpenMP build and two CPUs")
+
+
+@_TWO_THREADS
+def test_thread_count_follows_the_work():
+    """Calls below the element-count rule (2 x 65,536 elements) take a second thread when
+    their first block's time says the rest is worth it: log-cosh (about 8 ns per element)
+    at 1e5 elements, softmax cross-entropy at 3,000 rows of 10. One block or two (nothing to
+    share after the first) run on one thread, as does ``n_threads=1``; large calls take every
+    thread allowed without timing. The times involved are at least 10x the threshold, so a
+    slow or loaded machine does not change these counts (it only makes threads likelier)."""
+    core = fastloss._core
+    rng = np.random.default_rng(5)
+
+    def threads(loss, *arrays, n_threads=2):
+        loss.loss_gradient_hessian(*arrays, n_threads=n_threads)
+        return core.last_threads()
+
+    y, p = rng.standard_normal(100_000), rng.standard_normal(100_000)
+    assert threads(fastloss.LogCosh(), y, p) == 2
+    assert threads(fastloss.LogCosh(), y.astype(np.float32), p.astype(np.float32)) == 2
+    assert threads(fastloss.LogCosh(), y, p, n_threads=1) == 1
+    assert threads(fastloss.LogCosh(), y[:16_000], p[:16_000]) == 1     # two blocks
+    assert threads(fastloss.MSE(), y[:5000], p[:5000]) == 1             # one block
+    big = rng.standard_normal(300_000)
+    assert threads(fastloss.MSE(), big, big[::-1].copy()) == 2          # the count rule
+    ce = fastloss.CategoricalCrossEntropy(from_logits=True)
+    z, labels = rng.standard_normal((3000, 10)), rng.integers(0, 10, 3000)
+    assert threads(ce, labels, z) == 2
+    assert threads(ce, labels[:100], z[:100]) == 1
+
+
+@_TWO_THREADS
+def test_timed_thread_choice_gives_identical_bits():
+    """Every loss at a size where the thread count is chosen by timing (the first block runs
+    alone, the rest in parallel): bitwise the results of one thread, every reduction."""
+    jobs = _jobs(work=60_000, seed=11)
+    ref = _reference(jobs)
+    for (loss, arrays, w), want in zip(jobs, ref):
+        got = _calls(loss, arrays, w, n_threads=2)
+        for key in want:
+            assert same_result(got[key], want[key]), (repr(loss), key)
+
+
+@_TWO_THREADS
+def test_timed_thread_choice_redoes_float32_in_float64():
+    """A float32-arithmetic call whose output overflows float32 is redone in float64 from its
+    first block again (REDO64), also when that block ran alone, timed: the same bits as one
+    thread, and the float64 value of the mean."""
+    rng = np.random.default_rng(12)
+    y = rng.standard_normal(100_000).astype(np.float32)
+    p = rng.standard_normal(100_000).astype(np.float32)
+    p[70_000] = 3e19            # (p - y)^2 = 9e38 overflows float32; the mean does not
+    loss = fastloss.Huber(delta=1e20)       # a quadratic loss of float32 arithmetic
+    one = loss.loss_gradient_hessian(y, p, n_threads=1)
+    two = loss.loss_gradient_hessian(y, p, n_threads=2)
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b)
+    d = p.astype(np.float64) - y
+    assert np.isfinite(one[0])
+    assert float(one[0]) == pytest.approx(np.mean(np.where(np.abs(d) <= 1e20, 0.5 * d * d,
+                                                            0.0)), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
 # Processes: fork after OpenMP, spawn, forkserver
 # ---------------------------------------------------------------------------------------------
 
