@@ -44,7 +44,7 @@ def as_rows(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
     A conversion keeps the memory order (``order="K"``), so an F-ordered input stays F-ordered.
     """
-    if arr.dtype == dtype:
+    if arr.dtype == dtype and arr.flags.aligned:
         size = dtype.itemsize
         if arr.ndim == 2:      # (the common case, without a generator: a small call's cost)
             s0, s1 = arr.strides
@@ -56,11 +56,12 @@ def as_rows(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def as_labels(y: np.ndarray) -> np.ndarray:
-    """Integer class labels as int32 or int64 (no copy for those); floats must be integral.
+    """Integer class labels as int32 or int64 (no copy for aligned ones); floats must be
+    integral.
 
     Values too large for int64 are clipped to a value the kernels reject as out of range.
     """
-    if y.dtype in _LABEL_DTYPES and y.strides[0] % y.itemsize == 0:
+    if y.dtype in _LABEL_DTYPES and y.strides[0] % y.itemsize == 0 and y.flags.aligned:
         return y
     kind = y.dtype.kind
     if kind == "b":
@@ -170,8 +171,11 @@ class RowwiseLoss(Loss):
         is not cached, so it raises again. At most ``_MAX_CALLS`` keys are kept per instance
         (one per number of classes seen, in practice).
         """
-        return self._cached((target, n_classes, dtype),
-                            lambda: self._kernel_call(target, n_classes, dtype))
+        key = (target, n_classes, dtype)
+        try:                # (the hit first, without building the closure: a small call's cost)
+            return self._calls[key]
+        except KeyError:
+            return self._cached(key, lambda: self._kernel_call(target, n_classes, dtype))
 
     def _cached(self, key, make: Callable[[], Any]) -> Any:
         """``self._calls[key]``, made by ``make()`` on a miss (nothing is stored if it raises);
@@ -302,8 +306,11 @@ class RowwiseLoss(Loss):
         denom = wsum
         if target == "label" and reduction == "mean":
             ign = self._ignore()
-            if w is None and ign is None and self._cached(
-                    ("no_class_weight", k), lambda: self._class_weights(k) is None):
+            no_cw = self._calls.get(("no_class_weight", k))
+            if no_cw is None:
+                no_cw = self._cached(("no_class_weight", k),
+                                     lambda: self._class_weights(k) is None)
+            if w is None and ign is None and no_cw:
                 # every row counts once; the kernel flags labels outside [0, K) itself
                 # (a separate label pass cost about 3 us of a small call)
                 denom = float(n)

@@ -1020,6 +1020,83 @@ def test_kernels_check_sizes_themselves():
     assert _multiclass.label_weight_sum(np.array([0, 5, 1]), cw, e, 0, False, 1) == (2.0, 1)
 
 
+def test_kernels_check_types_themselves():
+    """The compiled drivers read their arrays through the NumPy C API (no typed memoryviews):
+    each wrong type, dtype, dimension count or byte order is refused with the argument named,
+    and the int32 / int64 label and float32 / float64 combinations agree with each other."""
+    e, e2 = np.empty(0), np.empty((0, 0))
+    z = np.random.default_rng(0).standard_normal((6, 3))
+    cw = np.ones(3)
+    y = np.array([0, 1, 2, 2, 1, 0])
+    ce = _multiclass.ce_logits_label
+    tail = (e, e, e2, e2, True, 1.0, 1, e, cw, 0.0, 0, False)
+    with pytest.raises(TypeError, match="y_pred must be a numpy.ndarray, got list"):
+        ce(z.tolist(), y, *tail)
+    with pytest.raises(ValueError, match="y_pred must be float32 or float64, got int64"):
+        ce(z.astype(np.int64), y, *tail)
+    with pytest.raises(ValueError, match="y_pred must be 2-D, got 1 dimensions"):
+        ce(z[:, 0].copy(), y, *tail)
+    with pytest.raises(ValueError, match="y_pred must be aligned and in native byte order"):
+        ce(z.astype(z.dtype.newbyteorder()), y, *tail)
+    with pytest.raises(ValueError, match="y_true labels must be int32 or int64, got float64"):
+        ce(z, y.astype(np.float64), *tail)
+    with pytest.raises(ValueError, match="y_true labels must be int32 or int64, got uint32"):
+        ce(z, y.astype(np.uint32), *tail)
+    with pytest.raises(ValueError, match="y_true must be 1-D"):
+        ce(z, y[:, None], *tail)
+    with pytest.raises(TypeError, match="class_weight must be a numpy.ndarray"):
+        ce(z, y, e, e, e2, e2, True, 1.0, 1, e, [1.0, 1.0, 1.0], 0.0, 0, False)
+    with pytest.raises(ValueError, match="class_weight has dtype float32"):
+        ce(z, y, e, e, e2, e2, True, 1.0, 1, e, cw.astype(np.float32), 0.0, 0, False)
+    with pytest.raises(ValueError, match="y_true has dtype float32, expected that of y_pred"):
+        _multiclass.kl_proba_proba(z, np.full((6, 3), 1 / 3, np.float32), e, e, e2, e2, True,
+                                   1.0, 1, e, 1e-16)
+    with pytest.raises(ValueError, match="sample_weight has dtype float32"):
+        ce(z, y, np.ones(6, np.float32), e, e2, e2, True, 1.0, 1, e, cw, 0.0, 0, False)
+    # every dtype pairing computes the same thing (float32 to its own precision), and strided
+    # views (every other row, reversed columns) read the right elements
+    ref = ce(z, y, *tail)
+    assert ce(z, y.astype(np.int32), *tail) == ref
+    e32, e32x2 = np.empty(0, np.float32), np.empty((0, 0), np.float32)
+    t32, f32 = ce(z.astype(np.float32), y.astype(np.int32), e32, e32, e32x2, e32x2, True, 1.0, 1,
+                  e, cw, 0.0, 0, False)
+    assert f32 == 0 and t32 == pytest.approx(ref[0], rel=1e-6)
+    zz = np.zeros((12, 3))
+    zz[::2] = z[:, ::-1]
+    assert ce(zz[::2, ::-1], y, *tail) == ref
+    yy = np.zeros(12, np.int64)
+    yy[1::2] = y
+    assert ce(z, yy[1::2], *tail) == ref
+    # the reference, from the formula: the mean of log-sum-exp(z) - z_y
+    lse = np.log(np.exp(z).sum(axis=1))
+    assert ref[0] == pytest.approx(np.sum(lse - z[np.arange(6), y]), rel=1e-13)
+
+
+def test_unaligned_inputs_are_copied_for_the_kernels():
+    """Arrays at an address that is not a multiple of their item size (views into a byte
+    buffer, as deserialisers make them) are copied by the Python layer: the drivers refuse
+    them, and the results are those of the aligned arrays."""
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((5, 4))
+    y = np.array([3, 0, 1, 2, 1])
+
+    def unaligned(a):
+        buf = np.zeros(a.nbytes + 1, np.uint8)
+        out = buf[1:].view(a.dtype).reshape(a.shape)
+        out[...] = a
+        assert not out.flags.aligned
+        return out
+
+    loss = CE(from_logits=True)
+    want = loss.loss_gradient_hessian(y, z, reduction="none")
+    got = loss.loss_gradient_hessian(unaligned(y), unaligned(z), reduction="none")
+    for a, b in zip(want, got):
+        assert np.array_equal(a, b)
+    t = np.full((5, 4), 0.25)
+    assert np.array_equal(loss.loss(t, z, reduction="none"),
+                          loss.loss(unaligned(t), unaligned(z), reduction="none"))
+
+
 def test_regression_mean_of_huge_losses_does_not_overflow():
     """A "mean" of row losses near the float64 maximum was inf: the float64 sum of w*l
     overflowed although the mean itself is finite (found by test_weights_scale_per_sample).
