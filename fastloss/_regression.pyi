@@ -70,6 +70,12 @@ def tweedie_deviance(
     power: float,
 ) -> Tuple[float, int]: ...
 
+def tweedie12_deviance(
+    y_true: _F, y_pred: _F, sample_weight: _F, loss_out: _F, gradient_out: _F, hessian_out: _F,
+    want_loss: bool, scale: float, n_threads: int, partials: _D,
+    power: float,
+) -> Tuple[float, int]: ...
+
 def tweedie0_deviance(
     y_true: _F, y_pred: _F, sample_weight: _F, loss_out: _F, gradient_out: _F, hessian_out: _F,
     want_loss: bool, scale: float, n_threads: int, partials: _D,

@@ -482,6 +482,9 @@ class Tweedie(_LogLinkBaselineMixin, ElementwiseLoss):
                    2.0: _regression.gamma_deviance}
         if self.power in special:
             return special[self.power], ()
+        if 1.0 < self.power < 2.0:
+            # the common range (compound Poisson-gamma): float32 data in mixed precision
+            return _regression.tweedie12_deviance, (self.power,)
         return _regression.tweedie_deviance, (self.power,)
 
     @property

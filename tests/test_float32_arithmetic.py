@@ -126,6 +126,61 @@ def test_deviances_float32_against_mpmath(name):
     _check(got, terms)
 
 
+def _tweedie_terms(y, p, power):
+    """(loss, gradient, hessian, gradient term scale) of the Tweedie deviance, in mpmath."""
+    mu, a1, a2 = mpmath.exp(p), 1 - power, 2 - power
+    ypow = y ** a2 / (a1 * a2) if y > 0 else 0
+    loss = 2 * (ypow - y * mu ** a1 / a1 + mu ** a2 / a2)
+    return (loss, 2 * (mu ** a2 - y * mu ** a1), 2 * (a2 * mu ** a2 - a1 * y * mu ** a1),
+            2 * (mu ** a2 + y * mu ** a1))
+
+
+@pytest.mark.parametrize("power", [1.01, 1.3, 1.5, 1.9, 1.99])
+def test_tweedie_float32_against_mpmath(power):
+    """1 < power < 2, mixed precision: log y, t = p - log y and the exponents in float64, the
+    rest in float32; the loss as a sum of two non-negative terms, so that it keeps its
+    relative accuracy at the optimum (l ~ y^(2 - power) t^2), where the float64 kernel's
+    three-term form cancels (to about 1e-15 of y^(2 - power) only)."""
+    mpmath.mp.dps = 40
+    rng = np.random.default_rng(int(power * 100))
+    n = 400
+    y = np.exp(rng.uniform(-25, 25, n))
+    y[:5] = [0.0, 0.0, 1e-38, 1.0, 3.0]
+    y = y.astype(F32)
+    p = rng.uniform(-20, 20, n)
+    near = slice(100, 300)   # near the optimum p = log y, off by 1e-7 .. 2 (float32 p)
+    p[near] = np.log(np.maximum(y[near].astype(np.float64), 1e-3)) + (
+        rng.choice([-1, 1], 200) * 10.0 ** rng.uniform(-7, 0.3, 200))
+    # extremes: mu^(2 - power) and y mu^(1 - power) near the ends of float32's range
+    p[300:306] = [80.0, -80.0, 0.0, -0.0, 1e-30, -70.0]
+    p = p.astype(F32)
+    loss = fastloss.Tweedie(power=power)
+    assert loss.float32_arithmetic
+    got = loss.loss_gradient_hessian(y, p, reduction="none")
+    assert all(a.dtype == F32 for a in got)
+    mpmath.mp.dps = 40
+    terms = [_tweedie_terms(mpmath.mpf(float(yi)), mpmath.mpf(float(pi)), mpmath.mpf(power))
+             for yi, pi in zip(y, p)]
+    finite = [i for i in range(n) if abs(terms[i][0]) < 3e38 and abs(terms[i][2]) < 3e38
+              and abs(terms[i][3]) < 3e38]
+    assert len(finite) > n - 10
+    _check([a[finite] for a in got], [terms[i] for i in finite])
+
+
+def test_tweedie_float32_special_values_are_the_float64_ones():
+    """Non-finite inputs, and outputs beyond float32 from finite ones, run in float64 (REDO64):
+    the float64 kernel's limits, rounded."""
+    y = np.array([np.inf, 1.0, 1.0, 0.0, np.nan, 2.0, 1e-38, 3e38, 5.0], F32)
+    p = np.array([0.0, np.inf, -np.inf, -np.inf, 1.0, np.nan, 85.0, -85.0, 1.0], F32)
+    loss = fastloss.Tweedie(power=1.5)
+    got = loss.loss_gradient_hessian(y, p, reduction="none")
+    with np.errstate(all="ignore"):
+        ref = [a.astype(F32) for a in loss.loss_gradient_hessian(
+            y.astype(np.float64), p.astype(np.float64), reduction="none")]
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+
+
 def _focal_terms(y, v, alpha, from_logits):
     """Focal loss at gamma = 2 in mpmath, as a function of the logit or of the (clipped)
     probability v: (loss, gradient, hessian) by numerical differentiation of the loss itself,
@@ -208,16 +263,19 @@ def test_float32_arithmetic_is_what_runs(make):
 
 
 def test_other_losses_compute_float32_in_float64():
-    assert not fastloss.get("tweedie", power=1.5).float32_arithmetic
+    assert not fastloss.get("tweedie", power=2.5).float32_arithmetic
+    assert not fastloss.get("tweedie", power=-1.0).float32_arithmetic
     assert not fastloss.get("tweedie", power=0.0).float32_arithmetic
     # focal at gamma != 2: exp(gamma log m) would lose |gamma log m| float32 ulp
     assert not fastloss.get("focal", from_logits=True, gamma=1.5).float32_arithmetic
     assert not fastloss.get("focal", gamma=3.0).float32_arithmetic         # from probabilities
     assert fastloss.get("focal", from_logits=True).float32_arithmetic      # gamma = 2: m * m
     assert fastloss.get("focal", alpha=None).float32_arithmetic
-    # the deviances at powers 1 and 2 are the Poisson and Gamma kernels (mixed precision)
+    # the deviances at powers 1 and 2 are the Poisson and Gamma kernels, and those between
+    # the tweedie12 kernel (mixed precision)
     assert fastloss.get("tweedie", power=1.0).float32_arithmetic
     assert fastloss.get("tweedie", power=2.0).float32_arithmetic
+    assert fastloss.get("tweedie", power=1.5).float32_arithmetic
 
 
 @pytest.mark.parametrize("pos_weight", [3.4028235677973366e38, 1e39, 1e300, 1e-30])
