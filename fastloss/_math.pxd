@@ -162,6 +162,32 @@ cdef inline double sech2(double x) noexcept nogil:
     return 4.0 * t / ((1.0 + t) * (1.0 + t))
 
 
+cdef inline void expf_split(double u, bint tails, float* e, float* m, float* tail) noexcept nogil:
+    """e^u in float32 from a float64 exponent u, and when asked m = e^u - 1 and t = e^u - 1 - u.
+
+    u = uf + ur with uf its float32 rounding and ur the rest: e^u = e^uf (1 + ur) (the rounding
+    alone would cost |u| float32 ulp, 5e-6 at u = 88). For |uf| < 1, m and t come from the
+    series of e^uf - 1 - uf with the rest's first-order term (no cancellation); beyond, from
+    e^u - 1 (cancels by at most 1.6x) and e^u - 1 - u (by at most 3.8x). Infinite u: rest 0,
+    and t = +inf at u = +inf. For the mixed-precision float32 kernels (Gamma, Tweedie), whose
+    exponents come from a float64 log.
+    """
+    cdef float one = 1
+    cdef float uf = <float>u
+    cdef float ur = <float>(u - <double>uf)
+    ur = ur if ur == ur else <float>0
+    cdef float ef = fl_expf(uf)
+    cdef float poly
+    cdef bint small
+    e[0] = ef * (one + ur)
+    if tails:
+        poly = expm1mxf_poly(uf)
+        small = fabsf(uf) < one
+        tail[0] = poly + (uf + poly) * ur if small else ((e[0] - one) - uf) - ur
+        tail[0] = e[0] if e[0] == INFINITY else tail[0]     # u = +inf: not inf - inf
+        m[0] = (uf + poly) + ef * ur if small else e[0] - one
+
+
 cdef inline double expm1mx_poly(double x) noexcept nogil:
     """exp(x) - 1 - x for |x| <= 1: Taylor terms x^2/2! .. x^19/19! (truncation < 2e-17 relative).
 
