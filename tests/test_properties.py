@@ -809,6 +809,51 @@ def test_properties_on_the_baseline_kernels():
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
 
 
+_BASELINE_DOMAIN_SCRIPT = """
+import numpy as np, fastloss
+from fastloss._dispatch import simd_path
+assert simd_path() == 'baseline', simd_path()
+rng = np.random.default_rng(0)
+cases = [
+    (fastloss.BinaryCrossEntropy(from_logits=True), 'u', 1.5),
+    (fastloss.BinaryCrossEntropy(), 'u', -0.5),
+    (fastloss.Focal(from_logits=True, gamma=1.5), 'u', 2.0),
+    (fastloss.Poisson(), 'g', -1.0),
+    (fastloss.Gamma(), 'g', 0.0),
+    (fastloss.Tweedie(power=3.0), 'g', 0.0),
+    (fastloss.Tweedie(power=1.5), 'g', -2.0),
+]
+for loss, kind, bad in cases:
+    for dt in (np.float64, np.float32):
+        y = (rng.uniform(0.05, 0.95, 20000) if kind == 'u' else rng.gamma(2.0, 1.0, 20000) + 0.1)
+        y = y.astype(dt)
+        p = rng.uniform(0.05, 0.95, 20000).astype(dt)
+        loss.loss_gradient_hessian(y, p)                 # valid: no error
+        for where in (0, 5000, 19999):                   # first chunk, a later one, the tail
+            yb = y.copy()
+            yb[where] = bad
+            try:
+                loss.loss_gradient_hessian(yb, p)
+            except ValueError as exc:
+                assert 'y_true' in str(exc), (repr(loss), str(exc))
+            else:
+                raise AssertionError(f'{loss!r} {np.dtype(dt).name}: y_true={bad} at {where} not flagged')
+print('ok')
+"""
+
+
+@pytest.mark.skipif(simd_path() != "avx2", reason="the baseline kernels are the ones in use")
+def test_domain_flags_on_the_baseline_kernels():
+    """The portable kernels find a y_true outside the domain in any chunk: without AVX2 their
+    float64 loops track only whether some element raised a flag, and find the bits in a second
+    pass (_elementwise.tpi), which this exercises."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", _BASELINE_DOMAIN_SCRIPT], cwd=root,
+                          env=dict(os.environ, FASTLOSS_SIMD="baseline"), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def test_every_loss_is_covered():
     """Every registered loss describes its inputs (``input_forms``), so the generic properties
     cover it; a loss added without a description fails here, named."""
