@@ -161,8 +161,9 @@ def test_thread_count_follows_the_work():
     their first block's time says the rest is worth it: log-cosh (about 8 ns per element)
     at 1e5 elements, softmax cross-entropy at 3,000 rows of 10. One block or two (nothing to
     share after the first) run on one thread, as does ``n_threads=1``; large calls take every
-    thread allowed without timing. The times involved are at least 10x the threshold, so a
-    slow or loaded machine does not change these counts (it only makes threads likelier)."""
+    thread allowed without timing. The estimated rests are 4x (softmax, about 115 us) to 30x
+    (log-cosh) the 24 us that two threads need, so a slow or loaded machine does not change
+    these counts (it only makes threads likelier)."""
     core = fastloss._core
     rng = np.random.default_rng(5)
 
