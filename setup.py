@@ -84,6 +84,22 @@ def _want_twins():
     return machine in ("x86_64", "amd64", "i686", "x86")
 
 
+# GCC/clang flags (scripts/check_vectorized.py reads these three lists).
+# -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not change
+# results. -ffast-math (or -ffinite-math-only) is never used. -g0 overrides Python's -g: debug
+# info would be 80% of a wheel (FASTLOSS_CFLAGS=-g brings it back). No -march: the portable
+# kernels target the architecture's baseline (x86-64: SSE2), only the *_avx2 twins, chosen at
+# run time, use more.
+OPT_FLAGS = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
+# The element math must be inlined into the kernel loops for them to vectorise; GCC's default
+# limits stop short of the larger losses (log-cosh, deviances): with them, GCC 12 leaves fl_log
+# and whole loss functions as calls, differently per target (aarch64 more than x86).
+INLINE_FLAGS = ["--param", "max-inline-insns-single=1200",
+                "--param", "large-function-growth=2000",
+                "--param", "inline-unit-growth=400"]
+AVX2_FLAGS = ["-mavx2", "-mfma"]
+
+
 def _compiler_kind(compiler):
     return getattr(compiler, "compiler_type", "unix")
 
@@ -155,20 +171,11 @@ class BuildExt(build_ext):
             opt = ["/O2", "/fp:precise"]
             avx2 = ["/arch:AVX2"]
         else:
-            # -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not
-            # change results. -ffast-math (or -ffinite-math-only) is never used. -g0 overrides
-            # Python's -g: debug info would be 80% of a wheel (FASTLOSS_CFLAGS=-g brings it back).
-            # No -march: the portable kernels target the architecture's baseline (x86-64: SSE2),
-            # only the *_avx2 twins, chosen at run time, use more.
-            opt = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
-            # The element math must be inlined into the kernel loops for them to vectorise;
-            # GCC's default limits stop short of the larger losses (log-cosh, deviances).
-            inline = ["--param", "max-inline-insns-single=1200",
-                      "--param", "large-function-growth=2000",
-                      "--param", "inline-unit-growth=400"]
-            if _accepts(self.compiler, inline):
-                opt += inline
-            avx2 = ["-mavx2", "-mfma"]
+            # see OPT_FLAGS, INLINE_FLAGS and AVX2_FLAGS above
+            opt = list(OPT_FLAGS)
+            if _accepts(self.compiler, INLINE_FLAGS):
+                opt += INLINE_FLAGS
+            avx2 = list(AVX2_FLAGS)
         extra = shlex.split(os.environ.get("FASTLOSS_CFLAGS", ""))
         twins = [e for e in self.extensions if e.name.endswith("_avx2")]
         if twins and not _accepts(self.compiler, avx2):
