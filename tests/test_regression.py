@@ -655,3 +655,31 @@ def test_tweedie_float64_keeps_relative_accuracy_at_the_optimum(power):
         assert abs(loss[i] - el) <= rtol * abs(el), (i, float(y[i]), float(p[i]), loss[i], el)
         assert abs(grad[i] - eg) <= rtol * abs(eg), (i, float(y[i]), float(p[i]), grad[i], eg)
         assert abs(hess[i] - eh) <= 1e-12 * abs(eh), (i, float(y[i]), float(p[i]), hess[i], eh)
+
+
+@pytest.mark.parametrize("power", [3.0, 2.5, 1.5, 1.2])
+def test_tweedie_float64_tiny_and_huge_targets_stay_finite(power):
+    """y mu^(1 - power) computed as one exponential, e^((1 - power) p + log y): as the product
+    y e^((1 - power) p) it overflowed (or underflowed) in its second factor alone, and the loss
+    was +-inf at y = 1e-200, power 3, where it is 2e200. Reference: mpmath."""
+    y = np.array([1e-200, 1e-200, 1e-200, 3e-300, 1e300, 1e300, 1e250])
+    p = np.log(y) + np.array([-0.9, 2.0, -5.0, 1.5, -0.7, 3.0, 0.2])
+    loss, grad, hess = fastloss.Tweedie(power=power).loss_gradient_hessian(y, p, reduction="none")
+    a1, a2 = 1 - mpmath.mpf(power), 2 - mpmath.mpf(power)
+    checked = 0
+    for i in range(y.size):
+        yi, pi = mpmath.mpf(float(y[i])), mpmath.mpf(float(p[i]))
+        mu = mpmath.exp(pi)
+        el = 2 * ((yi ** a2 / (a1 * a2) if yi > 0 else 0) - yi * mu ** a1 / a1 + mu ** a2 / a2)
+        eg = 2 * (mu ** a2 - yi * mu ** a1)
+        eh = 2 * (a2 * mu ** a2 - a1 * yi * mu ** a1)
+        for got, exact in ((loss[i], el), (grad[i], eg), (hess[i], eh)):
+            if abs(exact) < 2.3e-308:     # below float64's normal range
+                assert abs(got) < 1e-300, (i, float(y[i]), got, exact)
+            elif abs(exact) < 1e308:
+                checked += 1
+                # |p| up to 690: the rounding of a p in the exponents costs ~|a p| ulp
+                assert abs(got - exact) <= 1e-12 * abs(exact), (i, float(y[i]), got, exact)
+            else:
+                assert np.isinf(got) and np.sign(got) == np.sign(float(exact)), (i, got, exact)
+    assert checked >= 12
