@@ -18,6 +18,8 @@ cdef extern from "_vmath.h":
     double exp "fl_exp"(double) noexcept nogil
     double expm1 "fl_expm1"(double) noexcept nogil
     double log "fl_log"(double) noexcept nogil
+    # the same log without the AVX2 build's table (for the float32 mixed-precision kernels)
+    double log_by_series "fl_log_by_series"(double) noexcept nogil
     double log1p "fl_log1p"(double) noexcept nogil
     double tanh "fl_tanh"(double) noexcept nogil
     double expm1_tail "fl_expm1_poly_tail"(double) noexcept nogil
