@@ -1,6 +1,6 @@
 """Check that the kernel loops vectorise on the portable targets, not only with AVX2.
 
-``python scripts/check_vectorized.py [--targets sse2,neon] [MODULE ...]``
+``python scripts/check_vectorized.py [--targets sse2,neon] [--against TREE] [MODULE ...]``
 
 The speed of every kernel rests on GCC vectorising its loops, and GCC's ability to do so differs
 per target: AVX2 has masked loads and blends that SSE2 (the x86-64 baseline of the portable
@@ -18,6 +18,12 @@ the function it is in. Exits 1 when there is one (but for the known exceptions i
 that a failure). Needs GCC (the x86 compiler is ``gcc``, aarch64 ``aarch64-linux-gnu-gcc`` or
 ``aarch64-linux-gnu-gcc-12``; ``CC_X86`` / ``CC_AARCH64`` override), NumPy and Python headers.
 Takes about a minute on two cores.
+
+``--against TREE`` compares builds instead of targets: TREE is another built source tree (say
+``git archive BASE | tar -x -C TREE`` and a build there), and the script lists, per function,
+where this tree has fewer loops vectorised with AVX2 than TREE: a change that costs the AVX2
+kernels a loop (a table read put under a condition once did) shows up there, not in the
+comparison of targets.
 """
 
 from __future__ import annotations
@@ -100,12 +106,41 @@ def _function_of(pyx: List[str], line: int) -> str:
     return "?"
 
 
+def _per_function(cc: str, flags: List[str], root: Path, module: str) -> Dict[str, int]:
+    """Number of AVX2-vectorised loop lines per function of a built tree's module."""
+    c_file = root / "fastloss" / f"{module}.c"
+    if not c_file.is_file():
+        raise SystemExit(f"{c_file} is missing: build that tree first")
+    where = _pyx_lines(c_file, module)
+    pyx = (root / "fastloss" / f"{module}.pyx").read_text().split("\n")
+    counts: Dict[str, int] = {}
+    for n in {where[n] for n in _vectorised_lines(cc, flags, c_file)} - {0}:
+        f = _function_of(pyx, n)
+        counts[f] = counts.get(f, 0) + 1
+    return counts
+
+
+def _against(cmd: List[str], other: Path, modules: List[str]) -> int:
+    lost = 0
+    for module in modules:
+        mine = _per_function(cmd[0], cmd[1:], ROOT, module)
+        theirs = _per_function(cmd[0], cmd[1:], other, module)
+        worse = sorted(f for f in theirs if mine.get(f, 0) < theirs[f])
+        print(f"{module} avx2 against {other}: {len(worse)} functions with fewer vectorised loops")
+        for f in worse:
+            print(f"    {f}: {theirs[f]} -> {mine.get(f, 0)}")
+        lost += len(worse)
+    return 1 if lost else 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", default=MODULES)
     ap.add_argument("--targets", default="sse2,neon")
     ap.add_argument("--require", action="store_true",
                     help="fail when a target's compiler is missing")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another built tree: compare the AVX2 builds instead of the targets")
     args = ap.parse_args(argv)
 
     base = _setup_list("OPT_FLAGS") + _setup_list("INLINE_FLAGS")
@@ -120,6 +155,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if targets["avx2"] is None:
         print("check_vectorized: no x86-64 gcc: nothing to compare against")
         return 1 if args.require else 0
+    if args.against is not None:
+        return _against(targets["avx2"], args.against.resolve(), args.modules)
     missing = [t for t in wanted if targets.get(t) is None]
     for t in missing:
         print(f"check_vectorized: no compiler for {t}: skipped")
