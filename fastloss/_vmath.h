@@ -204,17 +204,23 @@ static inline double fl_log_core(double xs, double kadj)
 }
 #endif
 
-/* log(x) for every double x, by one of two reductions (reduce(x, k_adjust) for a positive
- * normal x, subnormals scaled by 2^54 first); the special values by selects. */
-#define FL_LOG_BODY(reduce)                                                                 \
-    int sub = x < 2.2250738585072014e-308;                                                  \
-    double xs = sub ? x * 18014398509481984.0 : x; /* 2^54 */                               \
-    double y = reduce(xs, sub ? -54.0 : 0.0);                                               \
-    y = x == 0.0 ? -INFINITY : y;                                                           \
-    y = x < 0.0 ? NAN : y;                                                                  \
-    y = x == INFINITY ? INFINITY : y;                                                       \
-    y = x != x ? x : y;                                                                     \
-    return y;
+/* The two ends every log shares, around its reduction of a positive normal x: subnormals
+ * scaled by 2^54 first (*kadj = -54 then, the exponent's correction), and the special values
+ * by selects. */
+static inline double fl_log_scaled(double x, double *kadj)
+{
+    int sub = x < 2.2250738585072014e-308;
+    *kadj = sub ? -54.0 : 0.0;
+    return sub ? x * 18014398509481984.0 : x;  /* 2^54 */
+}
+
+static inline double fl_log_specials(double x, double y)
+{
+    y = x == 0.0 ? -INFINITY : y;
+    y = x < 0.0 ? NAN : y;
+    y = x == INFINITY ? INFINITY : y;
+    return x != x ? x : y;
+}
 
 /* The series reduction: x = 2^e m, m in [sqrt(2)/2, sqrt(2)), then fl_log_parts. */
 static inline double fl_log_series_core(double xs, double kadj)
@@ -234,15 +240,17 @@ static inline double fl_log_series_core(double xs, double kadj)
  * made them 4-6% slower (Poisson, Gamma, Tweedie), where the float64 kernels gain. */
 static inline double fl_log_by_series(double x)
 {
-    FL_LOG_BODY(fl_log_series_core)
+    double kadj, xs = fl_log_scaled(x, &kadj);
+    return fl_log_specials(x, fl_log_series_core(xs, kadj));
 }
 
 static inline double fl_log(double x)
 {
 #ifdef FL_LOG_TABLE
-    FL_LOG_BODY(fl_log_core)
+    double kadj, xs = fl_log_scaled(x, &kadj);
+    return fl_log_specials(x, fl_log_core(xs, kadj));
 #else
-    FL_LOG_BODY(fl_log_series_core)
+    return fl_log_by_series(x);
 #endif
 }
 
