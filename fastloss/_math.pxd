@@ -25,6 +25,8 @@ cdef extern from "_vmath.h":
     double expm1_tail "fl_expm1_poly_tail"(double) noexcept nogil
     # log1p for arguments in [-0.6, 1] only (a probability, e^{-|z|}, -tanh^2): a third cheaper
     double log1p_unit "fl_log1p_unit"(double) noexcept nogil
+    # the same without the AVX2 build's table (log-cosh: its gathers made that loop slower)
+    double log1p_unit_by_series "fl_log1p_unit_by_series"(double) noexcept nogil
     # exp to about 1e-8 relative for x <= 709 (0 below e^-708): for results rounded to float32
     double exp_lp "fl_exp_lp"(double) noexcept nogil
     # float32 arithmetic (8 lanes per AVX2 vector), within 2 float32 ulp: exp for x <= 0,
@@ -76,6 +78,14 @@ cdef inline real rlog1p_unit(real x) noexcept nogil:
         return log1p_unitf(x)
     else:
         return log1p_unit(x)
+
+
+cdef inline real rlog1p_unit_by_series(real x) noexcept nogil:
+    """:func:`rlog1p_unit` without the AVX2 table (float64: ``log1p_unit_by_series``)."""
+    if real is float:
+        return log1p_unitf(x)
+    else:
+        return log1p_unit_by_series(x)
 
 
 cdef inline real rlog_normal(real x) noexcept nogil:

@@ -181,16 +181,24 @@ static inline double fl_log_parts(double f, double k)
  * the series reaches 1.5; C loop, AVX2, 1e5 values: 1.35 against 2.22 ns per log. */
 #include "_vmath_logtab.h"
 #define FL_LOG_TABLE 1
-static inline double fl_log_core(double xs, double kadj)
+/* xs = 2^k z, z in [OFF, 2 OFF): returns z; sets the subinterval *i, *k = k + kadj, and *kbits
+ * = k's bits in the exponent field (2^-k is 1.0's bits minus them) */
+static inline double fl_log_tab_reduce(double xs, double kadj, uint64_t *i, double *k,
+                                       uint64_t *kbits)
 {
     uint64_t ix = fl_to_bits(xs);
     uint64_t tmp = ix - FL_LOG_OFF;
-    uint64_t i = (tmp >> (52 - FL_LOG_BITS)) & ((1u << FL_LOG_BITS) - 1u);
+    *i = (tmp >> (52 - FL_LOG_BITS)) & ((1u << FL_LOG_BITS) - 1u);
+    *kbits = tmp & (0xfffULL << 52);
     /* k = tmp >> 52 as a signed 12-bit value, made a double through the 2^52 trick */
-    double k = fl_from_bits((((tmp >> 52) & 0xfffULL) ^ 0x800ULL) | 0x4330000000000000ULL)
-               - (4503599627370496.0 + 2048.0) + kadj;
-    double z = fl_from_bits(ix - (tmp & (0xfffULL << 52)));
-    double r = fma(z, fl_log_invc[i], -1.0);
+    *k = fl_from_bits((((tmp >> 52) & 0xfffULL) ^ 0x800ULL) | 0x4330000000000000ULL)
+         - (4503599627370496.0 + 2048.0) + kadj;
+    return fl_from_bits(ix - *kbits);
+}
+
+/* k ln2 + logc_i + log1p(r) */
+static inline double fl_log_tab_sum(double k, uint64_t i, double r)
+{
     double logc = fl_log_logc[i];
     double kl = k * FL_LN2_HI;                       /* exact: FL_LN2_HI has 21 bits */
     double w = kl + logc;
@@ -201,6 +209,14 @@ static inline double fl_log_core(double xs, double kadj)
     double p = ((-0.5 + r * (1.0 / 3.0)) + r2 * (-0.25 + r * 0.2))
                + r4 * ((-1.0 / 6.0 + r * (1.0 / 7.0)) + r2 * (-0.125));
     return hi + (lo + r2 * p);
+}
+
+static inline double fl_log_core(double xs, double kadj)
+{
+    uint64_t i, kbits;
+    double k;
+    double z = fl_log_tab_reduce(xs, kadj, &i, &k, &kbits);
+    return fl_log_tab_sum(k, i, fma(z, fl_log_invc[i], -1.0));
 }
 #endif
 
@@ -270,7 +286,7 @@ static inline double fl_log1p(double x)
  * comparing u = 1 + x, and f = m - 1 formed from x itself, exactly or nearly (x for k = 0,
  * (x - 1)/2 for k = 1, 2x + 1 for k = -1), so no bits of x are lost to the rounding of 1 + x;
  * then the log series of fl_log. One division, no bit manipulation. */
-static inline double fl_log1p_unit(double x)
+static inline double fl_log1p_unit_by_series(double x)
 {
     double u = 1.0 + x;
     double f = u > 1.4142135623730951 ? (x - 1.0) * 0.5 : x;
@@ -278,6 +294,25 @@ static inline double fl_log1p_unit(double x)
     double k = u > 1.4142135623730951 ? 1.0 : (u < 0.7071067811865476 ? -1.0 : 0.0);
     double y = fl_log_parts(f, k);
     return x == 0.0 ? x : y;                        /* log1p(-0) = -0 */
+}
+
+static inline double fl_log1p_unit(double x)
+{
+#ifdef FL_LOG_TABLE
+    /* 1 + x = u + d exactly (Fast2Sum: |x| <= 1), then log(u + d) by the table */
+    double u = 1.0 + x;
+    double d = (1.0 - u) + x;
+    uint64_t i, kbits;
+    double k;
+    double z = fl_log_tab_reduce(u, 0.0, &i, &k, &kbits);
+    double invc = fl_log_invc[i];
+    /* r of u + d: d scaled like z, by 2^-k */
+    double r = fma(z, invc, -1.0) + (d * fl_from_bits(0x3ff0000000000000ULL - kbits)) * invc;
+    /* log1p(x) has the sign of x: copysign gives log1p(-0) = -0 */
+    return copysign(fl_log_tab_sum(k, i, r), x);
+#else
+    return fl_log1p_unit_by_series(x);
+#endif
 }
 
 static inline double fl_tanh(double x)

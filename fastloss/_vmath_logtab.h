@@ -5,7 +5,16 @@
 #define FASTLOSS_VMATH_LOGTAB_H
 #define FL_LOG_OFF 0x3fe5f00000000000ULL
 #define FL_LOG_BITS 7
-static const double fl_log_invc[128] = {
+/* weak (and hidden: one copy per module, not exported): the compiler may not assume
+ * the contents, so it cannot fold a load on a path where it knows the argument (x = 0,
+ * say, after an exp's underflow select) and then leave the other paths' loads under
+ * that condition, as masked gathers AVX2 does not have: the loop would stay scalar */
+#if defined(__GNUC__)
+#define FL_LOG_TABLE_DECL __attribute__((weak, visibility("hidden"))) const double
+#else
+#define FL_LOG_TABLE_DECL static const double
+#endif
+FL_LOG_TABLE_DECL fl_log_invc[128] = {
     0x1.745d0839d1746p+0,
     0x1.724278a86debcp+0,
     0x1.702e244cb8170p+0,
@@ -135,7 +144,7 @@ static const double fl_log_invc[128] = {
     0x1.78a4dd038a4c8p-1,
     0x1.767dc2c74a9b1p-1,
 };
-static const double fl_log_logc[128] = {
+FL_LOG_TABLE_DECL fl_log_logc[128] = {
     -0x1.7faf7a5c807bcp-2,
     -0x1.79e23c399ed42p-2,
     -0x1.741ddc61c434dp-2,

@@ -79,10 +79,19 @@ def main() -> None:
         "#define FASTLOSS_VMATH_LOGTAB_H",
         f"#define FL_LOG_OFF 0x{OFF:016x}ULL",
         f"#define FL_LOG_BITS {BITS}",
-        f"static const double fl_log_invc[{N}] = {{",
+        "/* weak (and hidden: one copy per module, not exported): the compiler may not assume",
+        " * the contents, so it cannot fold a load on a path where it knows the argument (x = 0,",
+        " * say, after an exp's underflow select) and then leave the other paths' loads under",
+        " * that condition, as masked gathers AVX2 does not have: the loop would stay scalar */",
+        "#if defined(__GNUC__)",
+        "#define FL_LOG_TABLE_DECL __attribute__((weak, visibility(\"hidden\"))) const double",
+        "#else",
+        "#define FL_LOG_TABLE_DECL static const double",
+        "#endif",
+        f"FL_LOG_TABLE_DECL fl_log_invc[{N}] = {{",
     ]
     lines += [f"    {v.hex()}," for v in invc]
-    lines += ["};", f"static const double fl_log_logc[{N}] = {{"]
+    lines += ["};", f"FL_LOG_TABLE_DECL fl_log_logc[{N}] = {{"]
     lines += [f"    {v.hex()}," for v in logc]
     lines += ["};", "#endif", ""]
     out = ROOT / "fastloss" / "_vmath_logtab.h"
