@@ -16,18 +16,22 @@ FASTLOSS_CFLAGS
     Extra compiler flags appended after fastloss's own (for example ``-g`` for debug info, or
     sanitizer flags).
 FASTLOSS_AVX2
-    ``0`` skips the AVX2 + FMA twin of each kernel module (halves the build time; the portable
-    kernels then always run). Unset: build the twins on x86-64 compilers that accept the flags.
+    ``0`` skips the AVX2 + FMA and AVX-512 twins of each kernel module (two thirds of the build
+    time; the portable kernels then always run). Unset: build the twins on x86-64 compilers
+    that accept the flags.
+FASTLOSS_AVX512
+    ``0`` skips the AVX-512 twins only.
 
-Every kernel module is built twice on x86-64: ``fastloss._<family>`` with portable flags and
-``fastloss._<family>_avx2`` with ``-mavx2 -mfma``; ``fastloss/_dispatch.py`` picks the twin at
-import time when the CPU supports it, so a wheel runs on any x86-64 and fast on a recent one.
+Every kernel module is built three times on x86-64: ``fastloss._<family>`` with portable flags,
+``fastloss._<family>_avx2`` with ``-mavx2 -mfma`` and ``fastloss._<family>_avx512`` with
+AVX-512 F/DQ/VL/BW as well; ``fastloss/_dispatch.py`` picks the widest twin the CPU runs at
+import time, so a wheel runs on any x86-64 and fast on a recent one.
 
 The usual ``CC``, ``CFLAGS``, ``CPPFLAGS`` and ``LDFLAGS`` apply to the OpenMP check as to the
 build: on macOS, ``CPPFLAGS=-I$(brew --prefix libomp)/include`` and
 ``LDFLAGS=-L$(brew --prefix libomp)/lib`` let Apple clang use Homebrew's libomp. Release wheels
 are made by cibuildwheel (settings in pyproject.toml); ``sdist`` ships the templates and sources,
-not what setup.py generates from them (rendered ``.pyx``, AVX2 twins) nor Cython's C.
+not what setup.py generates from them (rendered ``.pyx``, the twins) nor Cython's C.
 """
 
 import os
@@ -65,31 +69,39 @@ def _write_if_changed(path, text):
 
 
 def render_sources(twins):
-    """Render every ``.pyx.tp`` to ``.pyx``; write the ``_avx2`` twin sources when asked."""
+    """Render every ``.pyx.tp`` to ``.pyx``; write the twin sources (``_avx2``, ``_avx512``)
+    named in ``twins``."""
     for tp in sorted(PKG.glob("*.pyx.tp")):
         text = tempita_sub(tp.read_text(), _template_name=str(tp.name), include=_include)
         header = f"# Generated from {tp.name} by setup.py. Do not edit: edit the template.\n"
         _write_if_changed(tp.with_suffix(""), header + text)  # drops ".tp"
-    if twins:
+    for suffix in twins:
         for name in MODULES:
             src = PKG / f"{name}.pyx"
-            header = f"# Generated from {src.name} by setup.py: its AVX2 + FMA build.\n"
-            _write_if_changed(PKG / f"{name}_avx2.pyx", header + src.read_text())
+            header = f"# Generated from {src.name} by setup.py: its {TWINS[suffix]} build.\n"
+            _write_if_changed(PKG / f"{name}{suffix}.pyx", header + src.read_text())
+
+
+# the x86-64 twins of every kernel module: suffix -> what it is built for
+TWINS = {"_avx2": "AVX2 + FMA", "_avx512": "AVX-512 (F, DQ, VL, BW) + FMA"}
 
 
 def _want_twins():
+    """The twin suffixes to build (none off x86)."""
     if os.environ.get("FASTLOSS_AVX2", "").strip() == "0":
-        return False
-    machine = platform.machine().lower()
-    return machine in ("x86_64", "amd64", "i686", "x86")
+        return []
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return []
+    return ["_avx2"] + ([] if os.environ.get("FASTLOSS_AVX512", "").strip() == "0"
+                       else ["_avx512"])
 
 
 # GCC/clang flags (scripts/check_vectorized.py reads these three lists).
 # -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not change
 # results. -ffast-math (or -ffinite-math-only) is never used. -g0 overrides Python's -g: debug
 # info would be 80% of a wheel (FASTLOSS_CFLAGS=-g brings it back). No -march: the portable
-# kernels target the architecture's baseline (x86-64: SSE2), only the *_avx2 twins, chosen at
-# run time, use more.
+# kernels target the architecture's baseline (x86-64: SSE2), only the *_avx2 and *_avx512
+# twins, chosen at run time, use more.
 OPT_FLAGS = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
 # The element math must be inlined into the kernel loops for them to vectorise; GCC's default
 # limits stop short of the larger losses (log-cosh, deviances): with them, GCC 12 leaves fl_log
@@ -98,6 +110,10 @@ INLINE_FLAGS = ["--param", "max-inline-insns-single=1200",
                 "--param", "large-function-growth=2000",
                 "--param", "inline-unit-growth=400"]
 AVX2_FLAGS = ["-mavx2", "-mfma"]
+# 512-bit vectors: GCC's tuning would otherwise keep 256 (for Intel parts that clock down with
+# them); the AMD ones with AVX-512 (Zen 4, 5) run them at full speed.
+AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
+                             "-mprefer-vector-width=512"]
 
 
 def _compiler_kind(compiler):
@@ -169,39 +185,44 @@ class BuildExt(build_ext):
                 raise RuntimeError("FASTLOSS_OPENMP=1 but the compiler cannot build OpenMP code")
         if kind == "msvc":
             opt = ["/O2", "/fp:precise"]
-            avx2 = ["/arch:AVX2"]
+            flags = {"_avx2": ["/arch:AVX2"], "_avx512": ["/arch:AVX512"]}
         else:
-            # see OPT_FLAGS, INLINE_FLAGS and AVX2_FLAGS above
+            # see OPT_FLAGS, INLINE_FLAGS, AVX2_FLAGS and AVX512_FLAGS above
             opt = list(OPT_FLAGS)
             if _accepts(self.compiler, INLINE_FLAGS):
                 opt += INLINE_FLAGS
-            avx2 = list(AVX2_FLAGS)
+            flags = {"_avx2": list(AVX2_FLAGS), "_avx512": list(AVX512_FLAGS)}
         extra = shlex.split(os.environ.get("FASTLOSS_CFLAGS", ""))
-        twins = [e for e in self.extensions if e.name.endswith("_avx2")]
-        if twins and not _accepts(self.compiler, avx2):
-            print("fastloss: the compiler does not accept AVX2 flags; portable kernels only")
-            self.extensions = [e for e in self.extensions if e not in twins]
-            twins = []
+        simd_of = {}
+        for suffix, f in flags.items():
+            mine = [e for e in self.extensions if e.name.endswith(suffix)]
+            if mine and not _accepts(self.compiler, f):
+                print(f"fastloss: the compiler does not accept {TWINS[suffix]} flags; "
+                      f"no {suffix} twins")
+                self.extensions = [e for e in self.extensions if e not in mine]
+                mine = []
+            simd_of.update({e.name: f for e in mine})
+        built = sorted({s for s in flags for n in simd_of if n.endswith(s)})
         # What was asked of OpenMP, for `fastloss info` to say why a build is serial:
         # 0 = FASTLOSS_OPENMP=0, 1 = FASTLOSS_OPENMP=1, 2 = unset (used when the compiler has it).
         request = {"0": 0, "1": 1}.get(want, 2)
         for ext in self.extensions:
             ext.define_macros = [m for m in ext.define_macros if m[0] != "FASTLOSS_OPENMP_REQUEST"]
             ext.define_macros.append(("FASTLOSS_OPENMP_REQUEST", str(request)))
-            simd = avx2 if ext in twins else []
+            simd = simd_of.get(ext.name, [])
             ext.extra_compile_args = opt + simd + (omp_c if use_omp else []) + extra
             ext.extra_link_args = (omp_l if use_omp else []) + [
                 f for f in extra if f.startswith("-fsanitize")
             ]
         print(f"fastloss: building with OpenMP {'on' if use_omp else 'off'}, "
-              f"{'with' if twins else 'without'} AVX2 twins; flags {opt + extra}")
+              f"twins {', '.join(built) or 'none'}; flags {opt + extra}")
         super().build_extensions()
 
 
 def generated_sources():
-    """The .pyx files setup.py writes: rendered templates and the AVX2 twins (paths from HERE)."""
+    """The .pyx files setup.py writes: rendered templates and the twins (paths from HERE)."""
     out = {tp.with_suffix("").relative_to(HERE).as_posix() for tp in PKG.glob("*.pyx.tp")}
-    return out | {f"fastloss/{name}_avx2.pyx" for name in MODULES}
+    return out | {f"fastloss/{name}{suffix}.pyx" for name in MODULES for suffix in TWINS}
 
 
 class SDist(sdist):
@@ -235,7 +256,7 @@ def extensions():
         return [Extension(f"fastloss.{name}", [source(name)]) for name in MODULES]
     twins = _want_twins()
     render_sources(twins)
-    names = MODULES + ([f"{name}_avx2" for name in MODULES] if twins else [])
+    names = MODULES + [f"{name}{suffix}" for suffix in twins for name in MODULES]
     exts = [
         Extension(
             f"fastloss.{name}",

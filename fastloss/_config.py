@@ -8,7 +8,6 @@ function the kernels use. Nothing is copied from the build script or guessed fro
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import sys
@@ -96,10 +95,11 @@ def config() -> Dict[str, Any]:
         ``arch``, ``openmp`` (bool), ``openmp_version`` (the ``_OPENMP`` date, 0 if serial),
         ``openmp_spec``, ``openmp_runtime`` (dict or None), ``openmp_note`` (why a build is
         serial), ``default_threads``, ``simd_baseline`` (the widest SIMD set the portable kernels
-        may use), ``simd_targets`` (every set they may use), ``simd_twin`` (whether the AVX2 + FMA
-        twins were built), ``simd_path`` (the kernels this process runs) and
-        ``simd_path_targets`` (their instruction sets), ``cpu_avx2_fma`` and ``cpu_simd`` (what
-        this CPU has), ``block_size``, ``losses``.
+        may use), ``simd_targets`` (every set they may use), ``simd_twin`` and
+        ``simd_twin_avx512`` (whether the AVX2 + FMA and the AVX-512 twins were built),
+        ``simd_path`` (the kernels this process runs) and ``simd_path_targets`` (their
+        instruction sets), ``cpu_avx2_fma``, ``cpu_avx512`` and ``cpu_simd`` (what this CPU
+        has), ``block_size``, ``losses``.
 
     Examples
     --------
@@ -108,7 +108,7 @@ def config() -> Dict[str, Any]:
     >>> isinstance(c["openmp"], bool) and c["default_threads"] >= 1
     True
     """
-    from ._dispatch import kernel_module, simd_path
+    from ._dispatch import has_twin, kernel_module, simd_path
 
     path = simd_path()
     info = dict(_core.build_info())
@@ -116,10 +116,12 @@ def config() -> Dict[str, Any]:
     omp = info["openmp"]
     # the twin is imported only when it runs: its code may not execute on this CPU
     running = kernel_module("_core").build_info()
-    info["simd_twin"] = importlib.util.find_spec("fastloss._core_avx2") is not None
+    info["simd_twin"] = has_twin("avx2")
+    info["simd_twin_avx512"] = has_twin("avx512")
     info["simd_path"] = f"{path} ({running['simd_baseline']})"
     info["simd_path_targets"] = running["simd_targets"]
     info["cpu_avx2_fma"] = _core.cpu_has_avx2_fma()
+    info["cpu_avx512"] = _core.cpu_has_avx512()
     return {
         "version": __version__,
         "python": sys.version.split()[0],
@@ -156,7 +158,8 @@ def _lines(c: Dict[str, Any]) -> List[str]:
         ("openmp_runtime", runtime),
         ("default_threads", c["default_threads"]),
         ("simd_targets", f"{' '.join(c['simd_targets']) or 'none'} (portable kernels); "
-                         f"AVX2 + FMA twins {'built' if c['simd_twin'] else 'not built'}"),
+                         f"AVX2 + FMA twins {'built' if c['simd_twin'] else 'not built'}, "
+                         f"AVX-512 twins {'built' if c['simd_twin_avx512'] else 'not built'}"),
         ("simd_path", f"{c['simd_path']}: {' '.join(c['simd_path_targets']) or 'none'}"),
         ("cpu_simd", " ".join(c["cpu_simd"]) or "unknown"),
         ("block_size", c["block_size"]),
@@ -170,8 +173,8 @@ def show_config() -> None:
 
     ``simd_targets`` are the instruction sets the portable kernels may use (fixed when they were
     compiled: a wheel targets the x86-64 or aarch64 baseline). On x86-64 every kernel module also
-    has an AVX2 + FMA twin, run when the CPU has both: ``simd_path`` says which kernels this
-    process runs and what they use. ``cpu_simd`` is what this CPU has.
+    has an AVX2 + FMA twin and an AVX-512 one, and the widest the CPU has runs: ``simd_path``
+    says which kernels this process runs and what they use. ``cpu_simd`` is what this CPU has.
 
     Examples
     --------

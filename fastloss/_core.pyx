@@ -18,6 +18,7 @@ cdef extern from "_omp_compat.h":
     const char* FASTLOSS_SIMD_TARGETS
     const char* FASTLOSS_COMPILER
     int fastloss_cpu_avx2_fma() noexcept nogil
+    int fastloss_cpu_avx512() noexcept nogil
     const char* FASTLOSS_ARCH
     int FASTLOSS_OPENMP_REQUEST
 
@@ -130,6 +131,11 @@ def build_info():
 def cpu_has_avx2_fma():
     """Whether the running CPU can execute the ``*_avx2`` kernel modules."""
     return bool(fastloss_cpu_avx2_fma())
+
+
+def cpu_has_avx512():
+    """Whether the running CPU can execute the ``*_avx512`` kernel modules."""
+    return bool(fastloss_cpu_avx512())
 
 
 def openmp_runtime():

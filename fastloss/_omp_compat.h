@@ -91,6 +91,11 @@ static inline int omp_in_parallel(void) { return 0; }
 #else
 #define FASTLOSS_S_AVX512F ""
 #endif
+#if defined(__AVX512DQ__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+#define FASTLOSS_S_AVX512X " AVX512DQ AVX512VL AVX512BW"
+#else
+#define FASTLOSS_S_AVX512X ""
+#endif
 #if defined(__ARM_NEON) || defined(_M_ARM64)
 #define FASTLOSS_S_NEON " NEON"
 #else
@@ -103,7 +108,7 @@ static inline int omp_in_parallel(void) { return 0; }
 #endif
 #define FASTLOSS_SIMD_TARGETS                                                                    \
     FASTLOSS_S_SSE FASTLOSS_S_SSE2 FASTLOSS_S_SSE3 FASTLOSS_S_SSSE3 FASTLOSS_S_SSE41              \
-    FASTLOSS_S_SSE42 FASTLOSS_S_AVX FASTLOSS_S_AVX2 FASTLOSS_S_FMA FASTLOSS_S_AVX512F             \
+    FASTLOSS_S_SSE42 FASTLOSS_S_AVX FASTLOSS_S_AVX2 FASTLOSS_S_FMA FASTLOSS_S_AVX512F FASTLOSS_S_AVX512X \
     FASTLOSS_S_NEON FASTLOSS_S_SVE ""
 
 #define FASTLOSS_STR_(x) #x
@@ -145,6 +150,21 @@ static inline int fastloss_cpu_avx2_fma(void)
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* Whether the running CPU (and its OS) has AVX-512 F, DQ, VL and BW, with AVX2 and FMA: the
+ * instruction sets of the *_avx512 kernel modules (libgcc's check includes the OS's saving
+ * of the 512-bit state). */
+static inline int fastloss_cpu_avx512(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return fastloss_cpu_avx2_fma() && __builtin_cpu_supports("avx512f")
+           && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+           && __builtin_cpu_supports("avx512bw");
 #else
     return 0;
 #endif

@@ -12,8 +12,8 @@ Three kinds of test live here.
   ``python -m build`` makes the sdist and, from it, the wheel; ``auditwheel repair`` makes it a
   manylinux wheel with the OpenMP runtime inside; the wheel is installed in a fresh virtual
   environment without Cython or a compiler and the test suite runs there against it (not the
-  source tree), and on an emulated CPU without AVX; a second wheel is built from the sdist with
-  a compiler that cannot do OpenMP (portable kernels only, FASTLOSS_AVX2=0, to halve its build),
+  source tree), and on emulated CPUs without AVX2 or AVX-512; a second wheel is built from the
+  sdist with a compiler that cannot do OpenMP (portable kernels only, FASTLOSS_AVX2=0, a third of the build),
   reports OpenMP off, passes the suite (less the GBDT/Dask/PyTorch adapter tests, which only call
   the same kernels) and gives bitwise the same results as the OpenMP wheel's portable kernels.
   Build time and wheel size are printed (run with ``-s`` to see them).
@@ -142,23 +142,37 @@ def _compiled_modules(names) -> list:
             and n.split("/")[0] == "fastloss"]
 
 
-def _expected_extensions(src: Path, twins: bool = False) -> set:
-    """Every compiled module the sources define: each *.pyx and each *.pyx.tp template, and,
-    with ``twins``, the AVX2 + FMA twin of each (built on x86-64)."""
+TWIN_SUFFIXES = ("_avx2", "_avx512")
+
+
+def _expected_extensions(src: Path, twins=()) -> set:
+    """Every compiled module the sources define: each *.pyx and each *.pyx.tp template, and
+    its twins of the suffixes ``twins`` (built on x86-64)."""
     pkg = src / "fastloss"
     stems = {p.name[: -len(".pyx.tp")] for p in pkg.glob("*.pyx.tp")}
     stems |= {p.name[: -len(".pyx")] for p in pkg.glob("*.pyx")}
-    stems = {s for s in stems if not s.endswith("_avx2")}
-    return stems | ({f"{s}_avx2" for s in stems} if twins else set())
+    stems = {s for s in stems if not s.endswith(TWIN_SUFFIXES)}
+    return stems | {f"{s}{t}" for s in stems for t in twins}
 
 
 def _is_twin(path) -> bool:
-    return Path(path).name.split(".")[0].endswith("_avx2")
+    return Path(path).name.split(".")[0].endswith(TWIN_SUFFIXES)
 
 
-def _builds_twins() -> bool:
-    """Whether a build on this machine makes the AVX2 twins (see setup.py)."""
-    return _machine() == "x86_64" and os.environ.get("FASTLOSS_AVX2", "").strip() != "0"
+def _portable_name(path) -> str:
+    """The file name of the portable module a twin was built from."""
+    name = Path(path).name
+    for t in TWIN_SUFFIXES:
+        name = name.replace(t + ".", ".")
+    return name
+
+
+def _builds_twins() -> list:
+    """The twin suffixes a build on this machine makes (see setup.py)."""
+    if _machine() != "x86_64" or os.environ.get("FASTLOSS_AVX2", "").strip() == "0":
+        return []
+    return ["_avx2"] + ([] if os.environ.get("FASTLOSS_AVX512", "").strip() == "0"
+                       else ["_avx512"])
 
 
 def _machine() -> str:
@@ -177,10 +191,11 @@ def _mapped_files() -> set:
     return out
 
 
-def _uses_wide_simd(so: Path) -> bool:
-    """Whether the machine code of ``so`` touches a 256/512-bit register (AVX and up)."""
+def _uses_wide_simd(so: Path, zmm: bool = False) -> bool:
+    """Whether the machine code of ``so`` touches a 256/512-bit register (AVX and up), or with
+    ``zmm`` a 512-bit one (AVX-512)."""
     dis = _run(["objdump", "-d", "--no-show-raw-insn", so]).stdout
-    return re.search(r"%[yz]mm\d", dis) is not None
+    return re.search(r"%zmm\d" if zmm else r"%[yz]mm\d", dis) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,16 +449,26 @@ def test_info_agrees_with_the_package():
     from fastloss import _dispatch
 
     assert c["simd_twin"] == (importlib.util.find_spec("fastloss._core_avx2") is not None)
+    assert c["simd_twin_avx512"] == (importlib.util.find_spec("fastloss._core_avx512")
+                                     is not None)
     assert c["cpu_avx2_fma"] == _core.cpu_has_avx2_fma()
+    assert c["cpu_avx512"] == _core.cpu_has_avx512()
+    assert c["cpu_avx2_fma"] or not c["cpu_avx512"]
     path = _dispatch.simd_path()
     assert c["simd_path"].split()[0] == path
     if path == "avx2":
         assert c["simd_twin"] and c["cpu_avx2_fma"]
         assert {"AVX2", "FMA"} <= set(c["simd_path_targets"])
+    elif path == "avx512":
+        assert c["simd_twin_avx512"] and c["cpu_avx512"]
+        assert {"AVX2", "FMA", "AVX512F", "AVX512DQ", "AVX512VL", "AVX512BW"} <= set(
+            c["simd_path_targets"])
     else:
         assert c["simd_path_targets"] == c["simd_targets"]
     if os.environ.get("FASTLOSS_SIMD", "auto") in ("", "auto"):
-        assert path == ("avx2" if c["simd_twin"] and c["cpu_avx2_fma"] else "baseline")
+        widest = ("avx512" if c["simd_twin_avx512"] and c["cpu_avx512"] else
+                  "avx2" if c["simd_twin"] and c["cpu_avx2_fma"] else "baseline")
+        assert path == widest
 
 
 def test_info_threads_follow_the_setting():
@@ -477,8 +502,9 @@ def test_info_names_the_openmp_runtime_really_loaded():
 
 @on_linux
 def test_info_simd_targets_match_the_machine_code():
-    """Portable kernels that say they target no AVX contain no AVX instruction; the AVX2 twins
-    that are reported built exist and do use AVX registers."""
+    """Portable kernels that say they target no AVX contain no AVX instruction; the AVX2 and
+    AVX-512 twins that are reported built exist and do use AVX registers (the AVX-512 ones the
+    512-bit zmm registers)."""
     c = _config.config()
     if c["arch"] != "x86_64" or shutil.which("objdump") is None:
         pytest.skip("needs x86-64 and objdump")
@@ -489,13 +515,15 @@ def test_info_simd_targets_match_the_machine_code():
     portable = [m for m in mods if not _is_twin(m)]
     twins = [m for m in mods if _is_twin(m)]
     assert Path(_core.__file__) in portable
-    assert bool(twins) == c["simd_twin"]
+    assert bool([t for t in twins if "_avx2." in t.name]) == c["simd_twin"]
+    assert bool([t for t in twins if "_avx512." in t.name]) == c["simd_twin_avx512"]
     if not any(t.startswith("AVX") for t in c["simd_targets"]):
         for so in portable:
             assert not _uses_wide_simd(so), f"{so.name} uses AVX, reports {c['simd_targets']}"
     if twins:
-        assert {m.name.replace("_avx2", "") for m in twins} == {m.name for m in portable}
+        assert {_portable_name(m) for m in twins} == {m.name for m in portable}
         assert all(_uses_wide_simd(so) for so in twins)
+        assert all(_uses_wide_simd(so, zmm=True) for so in twins if "_avx512." in so.name)
 
 
 def test_info_command_line():
@@ -832,11 +860,11 @@ def test_wheel_portable_kernels_use_the_x86_64_baseline(repaired):
         mods = _compiled_modules(zf.namelist())
     portable = [m for m in mods if not _is_twin(m)]
     twins = [m for m in mods if _is_twin(m)]
-    assert portable and len(twins) == len(portable)
+    assert portable and len(twins) == len(portable) * len(_builds_twins())
     for so in portable:
         assert not _uses_wide_simd(unpacked / so), f"{so} uses AVX: not the x86-64 baseline"
-    for so in twins:  # the twins, chosen at run time, are the ones with AVX2
-        assert _uses_wide_simd(unpacked / so), so
+    for so in twins:  # the twins, chosen at run time, are the ones with AVX2 (and AVX-512)
+        assert _uses_wide_simd(unpacked / so, zmm="_avx512." in so), so
 
 
 @heavy
@@ -869,17 +897,21 @@ c = _config.config()
 x = np.linspace(-3.0, 3.0, 300_001)
 value = float(fastloss.get("log_cosh").loss(x, x[::-1].copy(), n_threads=2))
 print(json.dumps({"file": fastloss.__file__, "simd_path": c["simd_path"], "value": value,
-                  "cpu_avx2_fma": c["cpu_avx2_fma"], "cpu_simd": c["cpu_simd"],
-                  "twins_loaded": sorted(m for m in sys.modules if m.endswith("_avx2"))}))
+                  "cpu_avx2_fma": c["cpu_avx2_fma"], "cpu_avx512": c["cpu_avx512"],
+                  "cpu_simd": c["cpu_simd"],
+                  "twins_loaded": sorted(m for m in sys.modules if m.endswith(("_avx2",
+                                                                              "_avx512")))}))
 """
 
 
 @heavy
 @on_linux
-def test_wheel_runs_on_a_cpu_without_avx(venv):
-    """The installed wheel on an emulated Nehalem (SSE4.2, no AVX): it imports, runs the portable
-    kernels and gives the same value as the baseline path on this machine. The emulation is
-    real: the AVX2 twin, imported there on purpose, dies of an illegal instruction."""
+def test_wheel_runs_on_cpus_without_avx2_or_avx512(venv):
+    """The installed wheel on emulated CPUs (qemu-user), each running the widest kernels it can:
+    a Sandy Bridge (AVX, no AVX2 or FMA) the portable ones, a Haswell (AVX2 + FMA, no AVX-512)
+    the AVX2 twins; each gives the value of that path on this machine. The emulation is real:
+    a twin the CPU lacks, imported there on purpose, dies of an illegal instruction. (Not an
+    older CPU: NumPy 2.4 itself needs more than a Nehalem or Westmere.)"""
     if _machine() != "x86_64":
         pytest.skip("x86-64 only")
     qemu = shutil.which("qemu-x86_64")
@@ -888,18 +920,31 @@ def test_wheel_runs_on_a_cpu_without_avx(venv):
             pytest.fail("qemu-x86_64 is missing (.ci/run installs Debian's qemu-user)")
         pytest.skip("needs qemu-x86_64 (Debian's qemu-user)")
     py, env = venv["python"], _clean_env()
-    old = _run([qemu, "-cpu", "Nehalem", py, "-c", OLD_CPU_CHECK], env=env, cwd=venv["work"])
-    old = json.loads(old.stdout.strip().splitlines()[-1])
-    assert Path(old["file"]).resolve().is_relative_to(venv["dir"].resolve())
-    assert old["cpu_avx2_fma"] is False and "AVX" not in old["cpu_simd"]
-    assert old["simd_path"] == "baseline (SSE2)" and old["twins_loaded"] == []
-    here = _run([py, "-c", OLD_CPU_CHECK], env=_clean_env(FASTLOSS_SIMD="baseline"),
-                cwd=venv["work"])
-    assert json.loads(here.stdout.strip().splitlines()[-1])["value"] == old["value"]
-    # control: the twin cannot run on that CPU, so the dispatch is what keeps the wheel working
-    twin = _run([qemu, "-cpu", "Nehalem", py, "-c", "import fastloss._core_avx2"], env=env,
-                cwd=venv["work"], check=False)
-    assert twin.returncode != 0 and "Illegal instruction" in twin.stdout, twin.stdout[-2000:]
+    twins = _builds_twins()
+    for cpu, path, simd, lacking in [("SandyBridge", "baseline", "SSE2", "_avx2"),
+                                     ("Haswell", "avx2", "AVX2", "_avx512")]:
+        if path != "baseline" and f"_{path}" not in twins:
+            continue
+        old = _run([qemu, "-cpu", cpu, py, "-c", OLD_CPU_CHECK], env=env, cwd=venv["work"])
+        old = json.loads(old.stdout.strip().splitlines()[-1])
+        assert Path(old["file"]).resolve().is_relative_to(venv["dir"].resolve())
+        assert old["cpu_avx2_fma"] is (path == "avx2") and old["cpu_avx512"] is False
+        assert ("AVX2" in old["cpu_simd"]) is (path == "avx2")
+        assert old["simd_path"] == f"{path} ({simd})", (cpu, old)
+        if path == "baseline":
+            assert old["twins_loaded"] == []
+        else:
+            assert old["twins_loaded"] and all(m.endswith(f"_{path}")
+                                               for m in old["twins_loaded"])
+        here = _run([py, "-c", OLD_CPU_CHECK], env=_clean_env(FASTLOSS_SIMD=path),
+                    cwd=venv["work"])
+        assert json.loads(here.stdout.strip().splitlines()[-1])["value"] == old["value"]
+        # control: that CPU cannot run the next twin, so the dispatch keeps the wheel working
+        if lacking in twins:
+            twin = _run([qemu, "-cpu", cpu, py, "-c", f"import fastloss._core{lacking}"],
+                        env=env, cwd=venv["work"], check=False)
+            assert twin.returncode != 0 and "Illegal instruction" in twin.stdout, \
+                (cpu, twin.stdout[-2000:])
 
 
 @heavy
@@ -966,7 +1011,7 @@ def serial(built, venv, tmp_path_factory):
         tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     (src,) = unpacked.iterdir()
     t0, cpu0 = time.perf_counter(), _children_cpu()
-    # portable kernels only (FASTLOSS_AVX2=0): half the compile time, and the OpenMP question
+    # portable kernels only (FASTLOSS_AVX2=0): a third of the compile time, and the OpenMP question
     # does not depend on the SIMD twins
     env = _clean_env(CC=str(cc), FASTLOSS_AVX2="0")
     env.pop("FASTLOSS_OPENMP", None)

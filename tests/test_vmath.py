@@ -11,7 +11,8 @@ import fastloss
 from fastloss._dispatch import kernel_module
 
 mpmath.mp.dps = 40
-PATHS = ["baseline"] + (["avx2"] if importlib.util.find_spec("fastloss._core_avx2") else [])
+PATHS = ["baseline"] + [p for p in ("avx2", "avx512")
+                        if importlib.util.find_spec(f"fastloss._core_{p}")]
 FUNCS = {"exp": mpmath.exp, "expm1": mpmath.expm1, "log": mpmath.log, "log1p": mpmath.log1p,
          "tanh": mpmath.tanh, "log1p_unit": mpmath.log1p}
 MAX_ULP = {"exp": 1.0, "expm1": 4.0, "log": 2.0, "log1p": 2.5, "tanh": 3.0, "log1p_unit": 2.5}
@@ -44,6 +45,8 @@ def _ulps(got, ref):
 def _cands(path):
     if path == "avx2" and not fastloss._core.cpu_has_avx2_fma():
         pytest.skip("this CPU cannot run the AVX2 build")
+    if path == "avx512" and not fastloss._core.cpu_has_avx512():
+        pytest.skip("this CPU cannot run the AVX-512 build")
     return kernel_module("_core", path)
 
 
@@ -58,14 +61,15 @@ def test_accuracy_in_ulps(path, name):
     assert worst <= MAX_ULP[name]
 
 
-@pytest.mark.skipif("avx2" not in PATHS, reason="this build has no AVX2 kernels")
-def test_avx2_log_table_within_one_ulp():
+@pytest.mark.skipif(len(PATHS) < 2, reason="this build has no AVX2 kernels")
+@pytest.mark.parametrize("path", PATHS[1:])
+def test_avx2_log_table_within_one_ulp(path):
     """The AVX2 log reads a 128-entry table (scripts/gen_log_table.py): its subintervals' edges
     and both sides of them, x near 1 (the centred subinterval, where log x ~ x - 1), powers of
     two times the edges, and subnormals, all within 1 ulp of mpmath (0.62 seen); the series
     of the other builds reaches 1.5."""
     import struct
-    core = _cands("avx2")
+    core = _cands(path)
     rng = np.random.default_rng(11)
     off = 0x3FE5F00000000000      # FL_LOG_OFF of fastloss/_vmath_logtab.h
     edges = np.array([struct.unpack("<d", struct.pack("<Q", off + (i << 45)))[0]
@@ -81,14 +85,15 @@ def test_avx2_log_table_within_one_ulp():
     assert worst <= 1.0, worst
 
 
-@pytest.mark.skipif("avx2" not in PATHS, reason="this build has no AVX2 kernels")
-def test_avx2_log1p_unit_table_within_one_ulp():
+@pytest.mark.skipif(len(PATHS) < 2, reason="this build has no AVX2 kernels")
+@pytest.mark.parametrize("path", PATHS[1:])
+def test_avx2_log1p_unit_table_within_one_ulp(path):
     """The AVX2 log1p on [-0.6, 1] reads the same table for u = 1 + x and adds back the
     rounding error of 1 + x: x whose 1 + x falls on the subintervals' edges and beside them,
     x that 1 + x rounds (bits below ulp(1)), tiny x, and the domain's ends, all within 1 ulp
     of mpmath (0.67 seen; the series of the other builds reaches 1.5)."""
     import struct
-    core = _cands("avx2")
+    core = _cands(path)
     rng = np.random.default_rng(12)
     off = 0x3FE5F00000000000      # FL_LOG_OFF of fastloss/_vmath_logtab.h
     u = np.array([struct.unpack("<d", struct.pack("<Q", off + (i << 45)))[0] * s
@@ -162,8 +167,10 @@ def test_special_values(path):
 @pytest.mark.parametrize("name", ["huber", "log_cosh", "poisson", "gamma", "tweedie",
                                   "pseudo_huber", "charbonnier"])
 def test_both_kernel_builds_agree(name):
-    """The portable and the AVX2 builds compute the same numbers up to FMA rounding."""
+    """The portable, the AVX2 and the AVX-512 builds compute the same numbers up to FMA
+    rounding (the twins this CPU runs)."""
     _cands("avx2")
+    paths = [p for p in PATHS if p != "avx512" or fastloss._core.cpu_has_avx512()]
     rng = np.random.default_rng(3)
     y = rng.gamma(2.0, 1.0, 5000)
     p = rng.normal(size=5000) * 0.5
@@ -172,13 +179,14 @@ def test_both_kernel_builds_agree(name):
     kname = fn.__name__
     e = np.empty(0)
     outs = []
-    for path in PATHS:
+    for path in paths:
         mod = kernel_module("_regression", path)
         lo, go, ho = np.empty(5000), np.empty(5000), np.empty(5000)
         getattr(mod, kname)(y, p, e, lo, go, ho, True, 1.0, 1, e, *args)
         outs.append((lo, go, ho))
-    for a, b in zip(*outs):
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.max(np.abs(a)))
+    for twin in outs[1:]:
+        for a, b in zip(outs[0], twin):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.max(np.abs(a)))
 
 
 # ---------------------------------------------------------------------------------------------
