@@ -112,8 +112,8 @@ INLINE_FLAGS = ["--param", "max-inline-insns-single=1200",
 AVX2_FLAGS = ["-mavx2", "-mfma"]
 # 512-bit vectors: GCC's tuning would otherwise keep 256 (for Intel parts that clock down with
 # them); the AMD ones with AVX-512 (Zen 4, 5) run them at full speed.
-AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
-                             "-mprefer-vector-width=512"]
+AVX512_FLAGS = ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
+                "-mprefer-vector-width=512"]
 
 
 def _compiler_kind(compiler):

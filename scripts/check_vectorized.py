@@ -1,6 +1,6 @@
 """Check that the kernel loops vectorise on the portable targets, not only with AVX2.
 
-``python scripts/check_vectorized.py [--targets sse2,neon] [--against TREE] [MODULE ...]``
+``python scripts/check_vectorized.py [--targets sse2,neon,avx512] [--against TREE] [MODULE ...]``
 
 The speed of every kernel rests on GCC vectorising its loops, and GCC's ability to do so differs
 per target: AVX2 has masked loads and blends that SSE2 (the x86-64 baseline of the portable
@@ -10,9 +10,11 @@ and so did the float64 loops of the checked losses on SSE2.
 
 The script compiles the generated C of each module (``fastloss/<module>.c``, written by a build)
 with the build's own flags (``OPT_FLAGS`` and ``INLINE_FLAGS`` of setup.py) three ways: for
-x86-64 with AVX2, for the x86-64 baseline, and for aarch64 with a cross compiler. It asks GCC
+x86-64 with AVX2, for the x86-64 baseline, for aarch64 with a cross compiler, and for the
+AVX-512 twins (``AVX512_FLAGS``: masked loads and gathers there, but a loop can still be left
+scalar, say by a cost model that prices 512-bit gathers differently). It asks GCC
 which loops it vectorised (``-fopt-info-vec-optimized``), maps each loop to its line in the
-``.pyx``, and reports every loop that vectorises with AVX2 but not on a portable target, with
+``.pyx``, and reports every loop that vectorises with AVX2 but not on another target, with
 the function it is in. Exits 1 when there is one (but for the known exceptions in ``ALLOWED``),
 0 otherwise. A target whose compiler is missing is skipped with a message (``--require`` makes
 that a failure). Needs GCC (the x86 compiler is ``gcc``, aarch64 ``aarch64-linux-gnu-gcc`` or
@@ -136,7 +138,7 @@ def _against(cmd: List[str], other: Path, modules: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", default=MODULES)
-    ap.add_argument("--targets", default="sse2,neon")
+    ap.add_argument("--targets", default="sse2,neon,avx512")
     ap.add_argument("--require", action="store_true",
                     help="fail when a target's compiler is missing")
     ap.add_argument("--against", type=Path, default=None,
@@ -149,6 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     targets: Dict[str, Optional[List[str]]] = {
         "avx2": [x86, *base, *_setup_list("AVX2_FLAGS")] if x86 else None,
         "sse2": [x86, *base] if x86 else None,
+        "avx512": [x86, *base, *_setup_list("AVX512_FLAGS")] if x86 else None,
         "neon": [arm, *base] if arm else None,
     }
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]

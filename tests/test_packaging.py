@@ -872,10 +872,11 @@ def test_wheel_portable_kernels_use_the_x86_64_baseline(repaired):
 @on_linux
 def test_kernel_loops_vectorise_on_the_portable_targets():
     """Every kernel loop GCC vectorises with AVX2 also vectorises for the x86-64 baseline (SSE2,
-    the portable kernels) and for aarch64 (NEON, the ARM wheels): scripts/check_vectorized.py
-    compiles the generated C with the build's flags for the three targets and compares GCC's
-    vectorisation reports loop by loop. It found the softmax tiles and the float64 loops of the
-    checked losses scalar on SSE2 and NEON. .ci/run installs the aarch64 cross compiler."""
+    the portable kernels), for aarch64 (NEON, the ARM wheels) and for the AVX-512 twins:
+    scripts/check_vectorized.py compiles the generated C with the build's flags for the four
+    targets and compares GCC's vectorisation reports loop by loop. It found the softmax tiles
+    and the float64 loops of the checked losses scalar on SSE2 and NEON. .ci/run installs the
+    aarch64 cross compiler."""
     if _machine() != "x86_64" or shutil.which("gcc") is None:
         pytest.skip("x86-64 with gcc only")
     if not (ROOT / "fastloss" / "_binary.c").is_file():
