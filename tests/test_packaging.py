@@ -971,8 +971,10 @@ def test_wheel_installs_in_a_fresh_venv_and_reports_the_truth(venv):
     assert c["default_threads"] == (min(usable, int(omp_env)) if omp_env.isdigit() else usable)
     if c["arch"] == "x86_64":
         assert c["simd_targets"] == ["SSE", "SSE2"] and c["simd_baseline"] == "SSE2"
-        assert c["simd_twin"] is True
-        if c["cpu_avx2_fma"]:
+        assert c["simd_twin"] is True and c["simd_twin_avx512"] is True
+        if c["cpu_avx512"]:
+            assert c["simd_path"] == "avx512 (AVX512F)"
+        elif c["cpu_avx2_fma"]:
             assert c["simd_path"] == "avx2 (AVX2)"
     assert c["compiler"].startswith(("gcc ", "clang "))
     # the console script is installed and says the same
