@@ -21,6 +21,8 @@ cdef extern from "_vmath.h":
     # the same log without the AVX2 build's table (for the float32 mixed-precision kernels)
     double log_by_series "fl_log_by_series"(double) noexcept nogil
     double log1p "fl_log1p"(double) noexcept nogil
+    # for two logs per element: the series on AVX-512 (fewer gathers), else log
+    double log_pair "fl_log_pair"(double) noexcept nogil
     double tanh "fl_tanh"(double) noexcept nogil
     double expm1_tail "fl_expm1_poly_tail"(double) noexcept nogil
     # log1p for arguments in [-0.6, 1] only (a probability, e^{-|z|}, -tanh^2): a third cheaper
@@ -89,11 +91,12 @@ cdef inline real rlog1p_unit_by_series(real x) noexcept nogil:
 
 
 cdef inline real rlog_normal(real x) noexcept nogil:
-    """log(x) for positive normal x (and NaN): float32, ``fl_logf_normal``; float64 ``fl_log``."""
+    """log(x) for positive normal x (and NaN), in loops taking two logs per element: float32
+    ``fl_logf_normal``; float64 ``fl_log_pair``."""
     if real is float:
         return logf_normal(x)
     else:
-        return log(x)
+        return log_pair(x)
 
 
 cdef inline real rexpm1_tail(real x) noexcept nogil:

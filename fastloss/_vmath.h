@@ -270,6 +270,20 @@ static inline double fl_log(double x)
 #endif
 }
 
+/* log for the loops that take two per element (BCE and focal from probabilities: log c and
+ * log(1 - c)). On the AVX-512 kernels the series, whose division pipelines, beats the table's
+ * four 8-wide gathers per step: BCE from probabilities float64 1.79 against 2.22 ns per
+ * element (1e5, one thread, AMD Zen 5), where Poisson and Gamma (one log) gain 4% from the
+ * table. Elsewhere fl_log. */
+static inline double fl_log_pair(double x)
+{
+#if defined(__AVX512F__)
+    return fl_log_by_series(x);
+#else
+    return fl_log(x);
+#endif
+}
+
 static inline double fl_log1p(double x)
 {
     double u = 1.0 + x;
