@@ -631,6 +631,19 @@ def test_mean_of_infinite_losses_with_a_tiny_weight_stays_inf():
     assert got == np.inf
 
 
+def _mp_tweedie(y, p, power):
+    """The Tweedie deviance with log link in mpmath at the float64 inputs exactly: loss,
+    gradient, hessian, and the loss's derivative in y (mu = e^p, a1 = 1 - power, a2 = 2 - power)."""
+    yi, pi = mpmath.mpf(float(y)), mpmath.mpf(float(p))
+    a1, a2 = 1 - mpmath.mpf(power), 2 - mpmath.mpf(power)
+    mu = mpmath.exp(pi)
+    loss = 2 * ((yi ** a2 / (a1 * a2) if yi > 0 else 0) - yi * mu ** a1 / a1 + mu ** a2 / a2)
+    grad = 2 * (mu ** a2 - yi * mu ** a1)
+    hess = 2 * (a2 * mu ** a2 - a1 * yi * mu ** a1)
+    dl_dy = 2 / a1 * ((yi ** a1 if yi > 0 else 0) - mu ** a1)
+    return loss, grad, hess, dl_dy
+
+
 @pytest.mark.parametrize("power", [1.01, 1.5, 1.99, 3.0, -0.5])
 def test_tweedie_float64_keeps_relative_accuracy_at_the_optimum(power):
     """Near the optimum p = log y the Tweedie loss is ~ y^(2 - power) t^2 (t = p - log y) while
@@ -646,15 +659,11 @@ def test_tweedie_float64_keeps_relative_accuracy_at_the_optimum(power):
     p = np.log(y) + rng.choice([-1, 1], n) * 10.0 ** rng.uniform(-7, 0.5, n)
     p[:20] = rng.uniform(-15, 15, 20)          # and some far from it
     loss, grad, hess = fastloss.Tweedie(power=power).loss_gradient_hessian(y, p, reduction="none")
-    a1, a2 = 1 - mpmath.mpf(power), 2 - mpmath.mpf(power)
     for i in range(n):
-        yi, pi = mpmath.mpf(float(y[i])), mpmath.mpf(float(p[i]))
-        mu = mpmath.exp(pi)
-        el = 2 * (yi ** a2 / (a1 * a2) - yi * mu ** a1 / a1 + mu ** a2 / a2)
-        eg = 2 * (mu ** a2 - yi * mu ** a1)
-        eh = 2 * (a2 * mu ** a2 - a1 * yi * mu ** a1)
-        t = abs(pi - mpmath.log(yi))
-        rtol = 2e-14 + 4e-15 * (abs(mpmath.log(yi)) + 1) / t
+        el, eg, eh, _ = _mp_tweedie(y[i], p[i], power)
+        log_y = mpmath.log(mpmath.mpf(float(y[i])))
+        t = abs(mpmath.mpf(float(p[i])) - log_y)
+        rtol = 2e-14 + 4e-15 * (abs(log_y) + 1) / t
         assert abs(loss[i] - el) <= rtol * abs(el), (i, float(y[i]), float(p[i]), loss[i], el)
         assert abs(grad[i] - eg) <= rtol * abs(eg), (i, float(y[i]), float(p[i]), grad[i], eg)
         assert abs(hess[i] - eh) <= 1e-12 * abs(eh), (i, float(y[i]), float(p[i]), hess[i], eh)
@@ -671,14 +680,9 @@ def test_tweedie_float64_loss_backward_stable_away_from_the_optimum(power):
     y = np.exp(rng.uniform(-8, 8, n))
     p = np.log(y) + rng.choice([-1, 1], n) * rng.uniform(0.05, 8, n)
     loss = fastloss.Tweedie(power=power).loss(y, p, reduction="none")
-    a1, a2 = 1 - mpmath.mpf(power), 2 - mpmath.mpf(power)
     for i in range(n):
-        yi, pi = mpmath.mpf(float(y[i])), mpmath.mpf(float(p[i]))
-        mu = mpmath.exp(pi)
-        el = 2 * (yi ** a2 / (a1 * a2) - yi * mu ** a1 / a1 + mu ** a2 / a2)
-        dl_dp = 2 * (mu ** a2 - yi * mu ** a1)
-        dl_dy = 2 / a1 * (yi ** a1 - mu ** a1)
-        kappa = (abs(pi * dl_dp) + abs(yi * dl_dy)) / abs(el)
+        el, dl_dp, _, dl_dy = _mp_tweedie(y[i], p[i], power)
+        kappa = (abs(float(p[i]) * dl_dp) + abs(float(y[i]) * dl_dy)) / abs(el)
         assert abs(loss[i] - el) <= 8 * 2.0 ** -52 * (1 + kappa) * abs(el), \
             (i, float(y[i]), float(p[i]), loss[i], el)
 
@@ -691,14 +695,9 @@ def test_tweedie_float64_tiny_and_huge_targets_stay_finite(power):
     y = np.array([1e-200, 1e-200, 1e-200, 3e-300, 1e300, 1e300, 1e250])
     p = np.log(y) + np.array([-0.9, 2.0, -5.0, 1.5, -0.7, 3.0, 0.2])
     loss, grad, hess = fastloss.Tweedie(power=power).loss_gradient_hessian(y, p, reduction="none")
-    a1, a2 = 1 - mpmath.mpf(power), 2 - mpmath.mpf(power)
     checked = 0
     for i in range(y.size):
-        yi, pi = mpmath.mpf(float(y[i])), mpmath.mpf(float(p[i]))
-        mu = mpmath.exp(pi)
-        el = 2 * ((yi ** a2 / (a1 * a2) if yi > 0 else 0) - yi * mu ** a1 / a1 + mu ** a2 / a2)
-        eg = 2 * (mu ** a2 - yi * mu ** a1)
-        eh = 2 * (a2 * mu ** a2 - a1 * yi * mu ** a1)
+        el, eg, eh, _ = _mp_tweedie(y[i], p[i], power)
         for got, exact in ((loss[i], el), (grad[i], eg), (hess[i], eh)):
             if abs(exact) < 2.3e-308:     # below float64's normal range
                 assert abs(got) < 1e-300, (i, float(y[i]), got, exact)
