@@ -18,7 +18,8 @@ cdef extern from "_vmath.h":
     double exp "fl_exp"(double) noexcept nogil
     double expm1 "fl_expm1"(double) noexcept nogil
     double log "fl_log"(double) noexcept nogil
-    # the same log without the AVX2 build's table (for the float32 mixed-precision kernels)
+    # the same log without the AVX2 and AVX-512 builds' table (the float32 mixed-precision
+    # kernels: its gathers made them slower)
     double log_by_series "fl_log_by_series"(double) noexcept nogil
     double log1p "fl_log1p"(double) noexcept nogil
     # for two logs per element: the series on AVX-512 (fewer gathers), else log
@@ -27,7 +28,8 @@ cdef extern from "_vmath.h":
     double expm1_tail "fl_expm1_poly_tail"(double) noexcept nogil
     # log1p for arguments in [-0.6, 1] only (a probability, e^{-|z|}, -tanh^2): a third cheaper
     double log1p_unit "fl_log1p_unit"(double) noexcept nogil
-    # the same without the AVX2 build's table (log-cosh: its gathers made that loop slower)
+    # the same without the AVX2 and AVX-512 builds' table (log-cosh: its gathers made that
+    # loop slower)
     double log1p_unit_by_series "fl_log1p_unit_by_series"(double) noexcept nogil
     # exp to about 1e-8 relative for x <= 709 (0 below e^-708): for results rounded to float32
     double exp_lp "fl_exp_lp"(double) noexcept nogil
@@ -83,7 +85,7 @@ cdef inline real rlog1p_unit(real x) noexcept nogil:
 
 
 cdef inline real rlog1p_unit_by_series(real x) noexcept nogil:
-    """:func:`rlog1p_unit` without the AVX2 table (float64: ``log1p_unit_by_series``)."""
+    """:func:`rlog1p_unit` without the log table (float64: ``log1p_unit_by_series``)."""
     if real is float:
         return log1p_unitf(x)
     else:

@@ -168,7 +168,8 @@ static inline double fl_log_parts(double f, double k)
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-/* log on the AVX2 + FMA kernels: a table of 128 subintervals instead of the division and the
+/* log on the AVX2 + FMA kernels (and the AVX-512 ones): a table of 128 subintervals instead of
+ * the division and the
  * 11-term series. x = 2^k z, z in [OFF, 2 OFF) (OFF just below 0.6875), the subinterval i from
  * the top 7 bits of z's mantissa above OFF, then
  *     log x = k ln2 + logc_i + log1p(r),   r = z invc_i - 1 (one FMA: rounded once, |r| < 0.0041),
@@ -176,8 +177,8 @@ static inline double fl_log_parts(double f, double k)
  * picks invc_i so that logc_i rounds by under 0.001 ulp; the subinterval of 1 has invc = 1,
  * logc = 0, so near x = 1 nothing cancels). log1p(r) = r + r^2 P(r), P to r^6 (truncation
  * < 3e-19 relative), and k ln2 + logc + r summed with their rounding errors kept (Fast2Sum).
- * The two table reads become AVX2 gathers; SSE2 and NEON have none, so those kernels keep
- * the series. Within 1 ulp of mpmath (0.62 seen; test_avx2_log_table_within_one_ulp), where
+ * The two table reads become gathers; SSE2 and NEON have none, so those kernels keep the
+ * series. Within 1 ulp of mpmath (0.62 seen; test_avx2_log_table_within_one_ulp), where
  * the series reaches 1.5; C loop, AVX2, 1e5 values: 1.35 against 2.22 ns per log. */
 #include "_vmath_logtab.h"
 #define FL_LOG_TABLE 1
@@ -252,8 +253,9 @@ static inline double fl_log_series_core(double xs, double kadj)
 }
 
 /* log by the series on every build. The float32 mixed-precision kernels (log of a float32
- * y_true in float64) use it on AVX2 too: with their 16 elements per step the table's gathers
- * made them 4-6% slower (Poisson, Gamma, Tweedie), where the float64 kernels gain. */
+ * y_true in float64) use it with AVX2 and AVX-512 too: with their 16 elements per step the
+ * table's gathers made them 4-6% slower on AVX2 (Poisson, Gamma, Tweedie), 7-12% on AVX-512
+ * (Poisson float32 1.69 against 1.51 ns per element), where the float64 kernels gain. */
 static inline double fl_log_by_series(double x)
 {
     double kadj, xs = fl_log_scaled(x, &kadj);
@@ -310,10 +312,15 @@ static inline double fl_log1p_unit_by_series(double x)
     return x == 0.0 ? x : y;                        /* log1p(-0) = -0 */
 }
 
+/* log1p(x) for x in [-0.6, 1] (as fl_log1p_unit_by_series): on the AVX2 and AVX-512 kernels
+ * by the log table, with no division. u = 1 + x rounds, and its error d = (1 - u) + x is exact
+ * (Fast2Sum, |x| <= 1); log(u + d) is the table's log of u with d added to r, scaled like u.
+ * Within 1 ulp of mpmath (0.67 seen; test_avx2_log1p_unit_table_within_one_ulp), where the
+ * series reaches 1.5. Log-cosh keeps the series: with the gathers its loop was 6% slower
+ * (AVX2) and 23% (AVX-512). */
 static inline double fl_log1p_unit(double x)
 {
 #ifdef FL_LOG_TABLE
-    /* 1 + x = u + d exactly (Fast2Sum: |x| <= 1), then log(u + d) by the table */
     double u = 1.0 + x;
     double d = (1.0 - u) + x;
     uint64_t i, kbits;
