@@ -96,7 +96,7 @@ def _want_twins():
                        else ["_avx512"])
 
 
-# GCC/clang flags (scripts/check_vectorized.py reads these three lists).
+# GCC/clang flags (scripts/check_vectorized.py reads these four lists).
 # -fno-math-errno lets the compiler drop and vectorise unused libm calls; it does not change
 # results. -ffast-math (or -ffinite-math-only) is never used. -g0 overrides Python's -g: debug
 # info would be 80% of a wheel (FASTLOSS_CFLAGS=-g brings it back). No -march: the portable
@@ -111,9 +111,9 @@ INLINE_FLAGS = ["--param", "max-inline-insns-single=1200",
                 "--param", "inline-unit-growth=400"]
 AVX2_FLAGS = ["-mavx2", "-mfma"]
 # 512-bit vectors: GCC's tuning would otherwise keep 256 (for Intel parts that clock down with
-# them); the AMD ones with AVX-512 (Zen 4, 5) run them at full speed.
-AVX512_FLAGS = ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
-                "-mprefer-vector-width=512"]
+# them). Measured on an AMD Zen 5 only: about twice the AVX2 twins' speed (benchmarks/RESULTS.md).
+AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw",
+                             "-mprefer-vector-width=512"]
 
 
 def _compiler_kind(compiler):

@@ -178,8 +178,8 @@ static inline double fl_log_parts(double f, double k)
  * logc = 0, so near x = 1 nothing cancels). log1p(r) = r + r^2 P(r), P to r^6 (truncation
  * < 3e-19 relative), and k ln2 + logc + r summed with their rounding errors kept (Fast2Sum).
  * The two table reads become gathers; SSE2 and NEON have none, so those kernels keep the
- * series. Within 1 ulp of mpmath (0.62 seen; test_avx2_log_table_within_one_ulp), where
- * the series reaches 1.5; C loop, AVX2, 1e5 values: 1.35 against 2.22 ns per log. */
+ * series. Within 1 ulp of mpmath (0.62 seen; test_log_table_within_one_ulp), where
+ * the series reaches 1.5; C loop, AVX2, 1e5 values: 1.35 against 2.22 ns per log (AMD Zen 3). */
 #include "_vmath_logtab.h"
 #define FL_LOG_TABLE 1
 /* xs = 2^k z, z in [OFF, 2 OFF): returns z; sets the subinterval *i, *k = k + kadj, and *kbits
@@ -254,8 +254,9 @@ static inline double fl_log_series_core(double xs, double kadj)
 
 /* log by the series on every build. The float32 mixed-precision kernels (log of a float32
  * y_true in float64) use it with AVX2 and AVX-512 too: with their 16 elements per step the
- * table's gathers made them 4-6% slower on AVX2 (Poisson, Gamma, Tweedie), 7-12% on AVX-512
- * (Poisson float32 1.69 against 1.51 ns per element), where the float64 kernels gain. */
+ * table's gathers made them 4-6% slower on AVX2 (Poisson, Gamma, Tweedie; AMD Zen 3), 7-12%
+ * on AVX-512 (Poisson float32 1.69 against 1.51 ns per element; Zen 5), where the float64
+ * kernels gain. */
 static inline double fl_log_by_series(double x)
 {
     double kadj, xs = fl_log_scaled(x, &kadj);
@@ -315,7 +316,7 @@ static inline double fl_log1p_unit_by_series(double x)
 /* log1p(x) for x in [-0.6, 1] (as fl_log1p_unit_by_series): on the AVX2 and AVX-512 kernels
  * by the log table, with no division. u = 1 + x rounds, and its error d = (1 - u) + x is exact
  * (Fast2Sum, |x| <= 1); log(u + d) is the table's log of u with d added to r, scaled like u.
- * Within 1 ulp of mpmath (0.67 seen; test_avx2_log1p_unit_table_within_one_ulp), where the
+ * Within 1 ulp of mpmath (0.67 seen; test_log1p_unit_table_within_one_ulp), where the
  * series reaches 1.5. Log-cosh keeps the series: with the gathers its loop was 6% slower
  * (AVX2) and 23% (AVX-512). */
 static inline double fl_log1p_unit(double x)

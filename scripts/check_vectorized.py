@@ -54,13 +54,22 @@ ALLOWED = {
 
 
 def _setup_list(name: str) -> List[str]:
-    """A list constant of setup.py, read without running it."""
+    """A list constant of setup.py, read without running it: a list literal, or a sum of
+    such lists and of names of earlier ones (``AVX512_FLAGS = AVX2_FLAGS + [...]``)."""
     tree = ast.parse((ROOT / "setup.py").read_text())
+
+    def value(node: ast.expr) -> List[str]:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return value(node.left) + value(node.right)
+        if isinstance(node, ast.Name):
+            return _setup_list(node.id)
+        return list(ast.literal_eval(node))
+
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == name for t in node.targets
         ):
-            return list(ast.literal_eval(node.value))
+            return value(node.value)
     raise SystemExit(f"setup.py defines no {name}")
 
 
