@@ -28,9 +28,8 @@ cdef extern from "_vmath.h":
     double expm1_tail "fl_expm1_poly_tail"(double) noexcept nogil
     # log1p for arguments in [-0.6, 1] only (a probability, e^{-|z|}, -tanh^2): a third cheaper
     double log1p_unit "fl_log1p_unit"(double) noexcept nogil
-    # the same without the AVX2 and AVX-512 builds' table (log-cosh: its gathers made that
-    # loop slower)
-    double log1p_unit_by_series "fl_log1p_unit_by_series"(double) noexcept nogil
+    # k ln2 + 2 atanh(s) = k ln2 + log1p(f) from s = f / (2 + f), |s| <= 0.172 (log-cosh)
+    double log_atanh "fl_log_atanh"(double, double) noexcept nogil
     # exp to about 1e-8 relative for x <= 709 (0 below e^-708): for results rounded to float32
     double exp_lp "fl_exp_lp"(double) noexcept nogil
     # float32 arithmetic (8 lanes per AVX2 vector), within 2 float32 ulp: exp for x <= 0,
@@ -39,6 +38,7 @@ cdef extern from "_vmath.h":
     float log1p_unitf "fl_log1p_unitf"(float) noexcept nogil
     float expm1f_tail "fl_expm1f_poly_tail"(float) noexcept nogil
     float logf_normal "fl_logf_normal"(float) noexcept nogil
+    float logf_atanh "fl_logf_atanh"(float, float) noexcept nogil
     # float32 exp for every x, and e^r - 1 - r for |r| <= 1 (the deviances' mixed kernels)
     float fl_expf(float) noexcept nogil
     float expm1mxf_poly "fl_expm1mxf_poly"(float) noexcept nogil
@@ -84,12 +84,12 @@ cdef inline real rlog1p_unit(real x) noexcept nogil:
         return log1p_unit(x)
 
 
-cdef inline real rlog1p_unit_by_series(real x) noexcept nogil:
-    """:func:`rlog1p_unit` without the log table (float64: ``log1p_unit_by_series``)."""
+cdef inline real rlog_atanh(real s, real k) noexcept nogil:
+    """k ln2 + log1p(f) from s = f / (2 + f), |s| <= 0.172 (see ``log_atanh``)."""
     if real is float:
-        return log1p_unitf(x)
+        return logf_atanh(s, k)
     else:
-        return log1p_unit_by_series(x)
+        return log_atanh(s, k)
 
 
 cdef inline real rlog_normal(real x) noexcept nogil:

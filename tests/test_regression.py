@@ -311,6 +311,28 @@ def test_high_precision(case):
         assert float(abs(gi - ref)) <= 4 * eps * (1 + cond) * float(abs(ref)), (yi, pi, gi, ref)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log_cosh_within_a_few_ulp_across_its_cut_offs(dtype):
+    """The kernel switches form at |e| = 0.173 (t - 1 by its series), 0.606 (log1p(-tanh^2)
+    reduced by log 2) and 1 (|e| - log 2 + log1p(t)): loss, gradient and hessian within 6 ulp
+    of mpmath on both sides of each, and between them (their condition numbers stay <= 2.6
+    for |e| <= 1.3, and e = y - 0 is exact)."""
+    rng = np.random.default_rng(17)
+    cuts = [0.17328679513998632, 0.606, 1.0]
+    e = np.concatenate([rng.uniform(0, 1.3, 300), 10 ** rng.uniform(-12, 0, 60)]
+                       + [c + rng.uniform(-1e-3, 1e-3, 40) for c in cuts]
+                       + [np.nextafter(np.array(cuts, dtype), k) for k in (-np.inf, np.inf)])
+    e = np.concatenate([e, -e]).astype(dtype)
+    value, g, h = fastloss.LogCosh().loss_gradient_hessian(e, np.zeros_like(e),
+                                                            reduction="none")
+    ulp = np.finfo(dtype).eps
+    for ei, li, gi, hi in zip(e, value, g, h):
+        x = mpmath.mpf(float(ei))
+        for got, ref in ((li, mpmath.log(mpmath.cosh(x))), (gi, -mpmath.tanh(x)),
+                         (hi, 1 / mpmath.cosh(x) ** 2)):
+            assert float(abs(got - ref)) <= 6 * ulp * float(abs(ref)), (ei, got, ref)
+
+
 @pytest.mark.parametrize("case", IDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_extreme_inputs_no_nan(case, dtype):
