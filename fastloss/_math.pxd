@@ -25,18 +25,19 @@ cdef extern from "_vmath.h":
     # for two logs per element: the series on AVX-512 (fewer gathers), else log
     double log_pair "fl_log_pair"(double) noexcept nogil
     double tanh "fl_tanh"(double) noexcept nogil
-    double expm1_tail "fl_expm1_poly_tail"(double) noexcept nogil
     # log1p for arguments in [-0.6, 1] only (a probability, e^{-|z|}, -tanh^2): a third cheaper
     double log1p_unit "fl_log1p_unit"(double) noexcept nogil
     # k ln2 + 2 atanh(s) = k ln2 + log1p(f) from s = f / (2 + f), |s| <= 0.172 (log-cosh)
     double log_atanh "fl_log_atanh"(double, double) noexcept nogil
     # exp to about 1e-8 relative for x <= 709 (0 below e^-708): for results rounded to float32
     double exp_lp "fl_exp_lp"(double) noexcept nogil
-    # float32 arithmetic (8 lanes per AVX2 vector), within 2 float32 ulp: exp for x <= 0,
-    # log1p for x in [-0.6, 1], and e^r - 1 - r for |r| <= 0.35
+    # e^x for x <= 0 and, from the same reduction, *m = e^x - 1 (log-cosh)
+    double exp_m1_nonpos "fl_exp_m1_nonpos"(double, double*) noexcept nogil
+    # float32 arithmetic (8 lanes per AVX2 vector), within 2 float32 ulp: exp for x <= 0 (and
+    # its e^x - 1 as above), log1p for x in [-0.6, 1]
     float expf_nonpos "fl_expf_nonpos"(float) noexcept nogil
+    float expf_m1_nonpos "fl_expf_m1_nonpos"(float, float*) noexcept nogil
     float log1p_unitf "fl_log1p_unitf"(float) noexcept nogil
-    float expm1f_tail "fl_expm1f_poly_tail"(float) noexcept nogil
     float logf_normal "fl_logf_normal"(float) noexcept nogil
     float logf_atanh "fl_logf_atanh"(float, float) noexcept nogil
     # float32 exp for every x, and e^r - 1 - r for |r| <= 1 (the deviances' mixed kernels)
@@ -101,12 +102,13 @@ cdef inline real rlog_normal(real x) noexcept nogil:
         return log_pair(x)
 
 
-cdef inline real rexpm1_tail(real x) noexcept nogil:
-    """e^x - 1 - x for |x| <= 0.35."""
+cdef inline real rexp_m1_nonpos(real x, real* m) noexcept nogil:
+    """e^x for x <= 0 (also -inf and NaN), and e^x - 1 into ``m`` from the same reduction
+    (see ``exp_m1_nonpos``)."""
     if real is float:
-        return expm1f_tail(x)
+        return expf_m1_nonpos(x, m)
     else:
-        return expm1_tail(x)
+        return exp_m1_nonpos(x, m)
 
 
 cdef inline bint isnan(double x) noexcept nogil:

@@ -116,6 +116,20 @@ static inline double fl_exp(double x)
     return y;   /* NaN: every comparison is false and NaN flows through */
 }
 
+/* e^x for x <= 0 (and NaN), and *m = e^x - 1 from the same reduction: the reduction's own
+ * q = e^r - 1 where k = 0 (|x| < ln2/2, r = x exactly: no cancellation, and no second
+ * polynomial), else e^x - 1 (at most -0.29: no cancellation either). For log-cosh, which
+ * needs both (an expm1 beside the exp had cost it a tenth of its time). */
+static inline double fl_exp_m1_nonpos(double x, double *m)
+{
+    double kd;
+    double q = fl_exp_reduce(x, &kd);
+    double y = fl_scale2(1.0 + q, kd);
+    y = x < FL_EXP_LO ? 0.0 : y;
+    *m = kd == 0.0 ? q : y - 1.0;
+    return y;   /* NaN: every comparison is false and NaN flows through */
+}
+
 /* exp(x) to about 1e-8 relative (float32 results: a sixth of a float32 ulp), for x <= 709,
  * in about half the operations of fl_exp: one-constant reduction x = k ln2 + r (the rounding
  * of k ln2 costs at most 1e-13 relative), e^r by its Taylor polynomial to degree 7 (truncation
@@ -396,13 +410,19 @@ static inline float fl_expm1f_poly_tail(float r)
 }
 
 /* x = k ln2 + r (ln 2 split into a 9-bit high part: k ln2_hi is exact for |k| < 2^15);
- * returns e^r and sets *k. x must already be clamped to [-110, 89]. */
-static inline float fl_expf_reduce(float x, float *k)
+ * returns e^r - 1 and sets *k. x must already be clamped to [-110, 89]. */
+static inline float fl_expf_reduce_m1(float x, float *k)
 {
     float kf = (x * 1.44269504088896341f + FLF_SHIFTER) - FLF_SHIFTER;
     float r = (x - kf * 0.693359375f) - kf * -2.12194440054690583e-4f;
     *k = kf;
-    return 1.0f + (r + fl_expm1f_poly_tail(r));
+    return r + fl_expm1f_poly_tail(r);
+}
+
+/* the same, returning e^r */
+static inline float fl_expf_reduce(float x, float *k)
+{
+    return 1.0f + fl_expf_reduce_m1(x, k);
 }
 
 static inline float fl_expf_nonpos(float x)
@@ -412,6 +432,18 @@ static inline float fl_expf_nonpos(float x)
     float p = fl_expf_reduce(xc, &k);
     float k1 = k < -125.0f ? -125.0f : k;
     return (p * fl_pow2if(k1)) * fl_pow2if(k - k1);
+}
+
+/* fl_exp_m1_nonpos in float32: e^x for x <= 0 (as fl_expf_nonpos), *m = e^x - 1 */
+static inline float fl_expf_m1_nonpos(float x, float *m)
+{
+    float k;
+    float xc = x < -110.0f ? -110.0f : x;
+    float q = fl_expf_reduce_m1(xc, &k);
+    float k1 = k < -125.0f ? -125.0f : k;
+    float y = ((1.0f + q) * fl_pow2if(k1)) * fl_pow2if(k - k1);
+    *m = k == 0.0f ? q : y - 1.0f;
+    return y;
 }
 
 /* e^x for every float32 x: fl_expf_nonpos's method, with x also clamped at 89 (e^89
