@@ -277,6 +277,21 @@ cdef extern from "_vmath.h":
     float fl_logf_normal(float) noexcept nogil
     float fl_expf(float) noexcept nogil
     float fl_expm1mxf_poly(float) noexcept nogil
+    double fl_exp_m1_nonpos(double, double*) noexcept nogil
+    float fl_expf_m1_nonpos(float, float*) noexcept nogil
+
+
+# the second output of the functions that return two, as one-argument functions for the table
+cdef double _exp_m1_nonpos_m(double x) noexcept nogil:
+    cdef double m
+    fl_exp_m1_nonpos(x, &m)
+    return m
+
+
+cdef float _expf_m1_nonpos_m(float x) noexcept nogil:
+    cdef float m
+    fl_expf_m1_nonpos(x, &m)
+    return m
 
 
 ctypedef double (*vfun64)(double) noexcept nogil
@@ -297,6 +312,7 @@ def vmath_eval(str name, const double[::1] x, double[::1] out):
     elif name == "tanh": f = fl_tanh
     elif name == "log1p_unit": f = fl_log1p_unit
     elif name == "exp_lp": f = fl_exp_lp
+    elif name == "exp_m1_nonpos_m": f = _exp_m1_nonpos_m  # e^x - 1, x <= 0
     else:
         raise ValueError(f"unknown function {name!r}")
     with nogil:
@@ -317,6 +333,7 @@ def vmath_eval_f32(str name, const float[::1] x, float[::1] out):
     elif name == "log_normal": f = fl_logf_normal
     elif name == "exp": f = fl_expf
     elif name == "expm1mx": f = fl_expm1mxf_poly
+    elif name == "exp_m1_nonpos_m": f = _expf_m1_nonpos_m
     else:
         raise ValueError(f"unknown function {name!r}")
     with nogil:

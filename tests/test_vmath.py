@@ -14,8 +14,11 @@ mpmath.mp.dps = 40
 PATHS = ["baseline"] + [p for p in ("avx2", "avx512")
                         if importlib.util.find_spec(f"fastloss._core_{p}")]
 FUNCS = {"exp": mpmath.exp, "expm1": mpmath.expm1, "log": mpmath.log, "log1p": mpmath.log1p,
-         "tanh": mpmath.tanh, "log1p_unit": mpmath.log1p}
-MAX_ULP = {"exp": 1.0, "expm1": 4.0, "log": 2.0, "log1p": 2.5, "tanh": 3.0, "log1p_unit": 2.5}
+         "tanh": mpmath.tanh, "log1p_unit": mpmath.log1p,
+         # e^x - 1 of fl_exp_m1_nonpos (log-cosh), x <= 0
+         "exp_m1_nonpos_m": mpmath.expm1}
+MAX_ULP = {"exp": 1.0, "expm1": 4.0, "log": 2.0, "log1p": 2.5, "tanh": 3.0, "log1p_unit": 2.5,
+           "exp_m1_nonpos_m": 4.0}
 
 
 def _inputs(name, rng):
@@ -30,9 +33,12 @@ def _inputs(name, rng):
                                -(10 ** rng.uniform(-300, -0.23, 300)),
                                np.nextafter(np.sqrt(2) - 1, [0, 1]),
                                np.nextafter(np.sqrt(0.5) - 1, [-1, 0]), [-0.6, 1.0, 5e-324]])
-    return np.concatenate([rng.uniform(-700, 700, 600), rng.uniform(-1, 1, 600),
-                           rng.uniform(-1e-6, 1e-6, 100), [-745.1, -740.0, -708.5, 709.7,
-                                                           0.34657, -0.34658, 1e-300]])
+    x = np.concatenate([rng.uniform(-700, 700, 600), rng.uniform(-1, 1, 600),
+                        rng.uniform(-1e-6, 1e-6, 100), [-745.1, -740.0, -708.5, 709.7,
+                                                        0.34657, -0.34658, 1e-300]])
+    if name == "exp_m1_nonpos_m":   # x <= 0, with the reduction's k = 0 edge
+        x = -np.abs(np.concatenate([x, rng.uniform(0.34, 0.35, 200)]))
+    return x
 
 
 def _ulps(got, ref):
@@ -195,12 +201,13 @@ def test_both_kernel_builds_agree(name):
 
 F32_FUNCS = {"exp_nonpos": mpmath.exp, "log1p_unit": mpmath.log1p,
              "expm1_tail": lambda x: mpmath.expm1(x) - x, "log_normal": mpmath.log,
-             "exp": mpmath.exp, "expm1mx": lambda x: mpmath.expm1(x) - x}
+             "exp": mpmath.exp, "expm1mx": lambda x: mpmath.expm1(x) - x,
+             "exp_m1_nonpos_m": mpmath.expm1}
 F32_MAX_ULP = {"expm1_tail": 4.0, "expm1mx": 2.5}
 
 
 def _inputs_f32(name, rng):
-    if name == "exp_nonpos":   # x <= 0: normal, subnormal and zero results
+    if name in ("exp_nonpos", "exp_m1_nonpos_m"):   # x <= 0: normal, subnormal, zero e^x
         return np.concatenate([-rng.exponential(5.0, 3000), -rng.uniform(0, 110, 1500),
                                -(10 ** rng.uniform(-40, 0, 300)),
                                [-0.0, -87.3, -88.0, -100.0, -103.2, -103.9, -104.0, -120.0,
