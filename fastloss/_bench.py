@@ -3,8 +3,9 @@
 Each case times one call that returns the mean loss, its gradient and its hessian (the work a
 training step or a boosting round needs) with fastloss and with a clear, vectorised, numerically
 stable NumPy baseline, in the same run, best of several repeats. A memory-bandwidth probe with
-the same traffic (two arrays read, two written) is timed in the same run, so every time is also
-given as a fraction of what the machine's memory allows: ``bound = probe time / fastloss time``.
+the same traffic (two arrays read, two written) is timed in the same run, its rounds interleaved
+with the other two (``best_times``), so every time is also given as a fraction of what the
+machine's memory allows at that moment: ``bound = probe time / fastloss time``.
 """
 
 from __future__ import annotations
@@ -198,8 +199,8 @@ def make_data(kind: str, n: int, dtype, seed: int = 0):
     return y, p
 
 
-def best_time(fn: Callable[[], object], repeat: int, min_time: float = 0.02) -> float:
-    """Best seconds per call over ``repeat`` rounds, each long enough to be timed (timeit-like)."""
+def _calls_per_round(fn: Callable[[], object], min_time: float) -> int:
+    """How many back-to-back calls of ``fn`` take at least ``min_time`` (timeit-like)."""
     fn()  # warm up: page faults, thread start-up, caches
     number = 1
     while True:
@@ -208,14 +209,30 @@ def best_time(fn: Callable[[], object], repeat: int, min_time: float = 0.02) -> 
             fn()
         dt = time.perf_counter() - t0
         if dt >= min_time or number >= 1 << 20:
-            break
+            return number
         number *= 2 if dt == 0 else max(2, int(min_time / dt * 1.2))
-    best = dt / number
-    for _ in range(repeat - 1):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
+
+
+def best_times(fns: Sequence[Callable[[], object]], repeats: Sequence[int],
+               min_time: float = 0.02) -> List[float]:
+    """Best seconds per call of each function, the functions timed in turn, round by round.
+
+    Function ``i`` gets ``repeats[i]`` rounds, each of enough calls to last ``min_time``. The
+    rounds are interleaved (fastloss, NumPy, probe, fastloss, ...) rather than run one function
+    after the other, so that the minutes-long drifts of a shared machine (its memory bandwidth
+    halved or doubled between runs) reach every time of a row alike, and their ratios stay
+    meaningful.
+    """
+    numbers = [_calls_per_round(fn, min_time) for fn in fns]
+    best = [float("inf")] * len(fns)
+    for k in range(max(repeats)):
+        for i, fn in enumerate(fns):
+            if k >= repeats[i]:
+                continue
+            t0 = time.perf_counter()
+            for _ in range(numbers[i]):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t0) / numbers[i])
     return best
 
 
@@ -245,8 +262,6 @@ def run_case(name: str, n: int, dtype, threads: int, repeat: int) -> Row:
     def base():
         np_fn(y, p)
 
-    t_fl = best_time(fl, repeat)
-    t_np = best_time(base, max(2, repeat // 2)) if n <= 10**8 else float("nan")
     if y.shape == p.shape:
         a, b, c, d = y, p, g, h
     else:
@@ -254,7 +269,14 @@ def run_case(name: str, n: int, dtype, threads: int, repeat: int) -> Row:
         # the probe moves as many bytes in four arrays of one length
         m = (3 * p.size * p.itemsize + y.nbytes) // (4 * p.itemsize)
         a, b, c, d = (np.ones(m, p.dtype) for _ in range(4))
-    t_probe = best_time(lambda: _core.stream_probe(a, b, c, d, threads), repeat)
+
+    def probe():
+        _core.stream_probe(a, b, c, d, threads)
+
+    if n <= 10**8:
+        t_fl, t_np, t_probe = best_times([fl, base, probe], [repeat, max(2, repeat // 2), repeat])
+    else:
+        (t_fl, t_probe), t_np = best_times([fl, probe], [repeat, repeat]), float("nan")
     return Row(name, n, np.dtype(dtype).name, threads, t_fl, t_np, t_np / t_fl, t_probe,
                t_probe / t_fl)
 

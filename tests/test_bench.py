@@ -52,3 +52,28 @@ def test_bench_all_losses_and_rowwise_probe(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["loss"] for r in rows] == list(_bench.BASELINES)
     assert all(r["fastloss_s"] > 0 and r["probe_s"] > 0 for r in rows)
+
+
+def test_best_times_interleaves_rounds_and_keeps_each_best(monkeypatch):
+    """The rounds of fastloss, NumPy and the probe alternate (so a drift of the machine reaches
+    all three alike), each function gets its own number of rounds, and each keeps its best."""
+    calls = []
+    clock = [0.0]
+    # seconds per call: a warm-up, one calibration call (>= min_time, so one call a round),
+    # then the rounds
+    durations = {"a": [5.0, 1.0, 3.0, 2.0, 4.0], "b": [2.0, 4.0, 6.0, 1.0]}
+
+    def timed(name):
+        def fn():
+            calls.append(name)
+            k = sum(1 for c in calls if c == name) - 1
+            seq = durations[name]
+            clock[0] += seq[min(k, len(seq) - 1)]
+        return fn
+
+    monkeypatch.setattr(_bench.time, "perf_counter", lambda: clock[0])
+    a, b = timed("a"), timed("b")
+    best = _bench.best_times([a, b], [3, 2], min_time=0.5)
+    # the calibration (a a, b b), then the rounds a b a b a
+    assert calls == ["a", "a", "b", "b", "a", "b", "a", "b", "a"]
+    assert best == [2.0, 1.0]
