@@ -117,8 +117,24 @@ cdef inline bint isnan(double x) noexcept nogil:
 cdef extern from *:
     """
     #define FASTLOSS_LN2 0.693147180559945309417232121458176568
+    #define FASTLOSS_LN2F_HI 0.693359375f
+    #define FASTLOSS_LN2F_LO -2.12194440054690583e-4f
     """
     double LN2 "FASTLOSS_LN2"
+    # log 2 in two parts (high part with its low bits clear), float64 and float32
+    double LN2_HI "FL_LN2_HI"
+    double LN2_LO "FL_LN2_LO"
+    float LN2F_HI "FASTLOSS_LN2F_HI"
+    float LN2F_LO "FASTLOSS_LN2F_LO"
+
+
+cdef inline real rplus_minus_ln2(real a, real b) noexcept nogil:
+    """a + b - log 2, with log 2 in two parts: exact where a - log 2 cancels (Sterbenz's lemma
+    for a in [log2 / 2, 2 log 2])."""
+    if real is float:
+        return (a - LN2F_HI) + (b - LN2F_LO)
+    else:
+        return (a - LN2_HI) + (b - LN2_LO)
 
 
 ctypedef struct Deriv:
