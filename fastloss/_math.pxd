@@ -27,8 +27,8 @@ cdef extern from "_vmath.h":
     double tanh "fl_tanh"(double) noexcept nogil
     # log1p for arguments in [-0.6, 1] only (a probability, e^{-|z|}, -tanh^2): a third cheaper
     double log1p_unit "fl_log1p_unit"(double) noexcept nogil
-    # k ln2 + 2 atanh(s) = k ln2 + log1p(f) from s = f / (2 + f), |s| <= 0.172 (log-cosh)
-    double log_atanh "fl_log_atanh"(double, double) noexcept nogil
+    # 2 atanh(s) = log1p(f) from s = f / (2 + f), |s| <= 0.172 (log-cosh)
+    double log_atanh "fl_log_atanh"(double) noexcept nogil
     # exp to about 1e-8 relative for x <= 709 (0 below e^-708): for results rounded to float32
     double exp_lp "fl_exp_lp"(double) noexcept nogil
     # e^x for x <= 0 and, from the same reduction, *m = e^x - 1 (log-cosh)
@@ -39,7 +39,7 @@ cdef extern from "_vmath.h":
     float expf_m1_nonpos "fl_expf_m1_nonpos"(float, float*) noexcept nogil
     float log1p_unitf "fl_log1p_unitf"(float) noexcept nogil
     float logf_normal "fl_logf_normal"(float) noexcept nogil
-    float logf_atanh "fl_logf_atanh"(float, float) noexcept nogil
+    float logf_atanh "fl_logf_atanh"(float) noexcept nogil
     # float32 exp for every x, and e^r - 1 - r for |r| <= 1 (the deviances' mixed kernels)
     float fl_expf(float) noexcept nogil
     float expm1mxf_poly "fl_expm1mxf_poly"(float) noexcept nogil
@@ -85,12 +85,12 @@ cdef inline real rlog1p_unit(real x) noexcept nogil:
         return log1p_unit(x)
 
 
-cdef inline real rlog_atanh(real s, real k) noexcept nogil:
-    """k ln2 + log1p(f) from s = f / (2 + f), |s| <= 0.172 (see ``log_atanh``)."""
+cdef inline real rlog_atanh(real s) noexcept nogil:
+    """log1p(f) = 2 atanh(s) from s = f / (2 + f), |s| <= 0.172 (see ``log_atanh``)."""
     if real is float:
-        return logf_atanh(s, k)
+        return logf_atanh(s)
     else:
-        return log_atanh(s, k)
+        return log_atanh(s)
 
 
 cdef inline real rlog_normal(real x) noexcept nogil:

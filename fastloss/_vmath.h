@@ -181,15 +181,14 @@ static inline double fl_log_parts(double f, double k)
     return k * FL_LN2_HI + (logm + k * FL_LN2_LO);
 }
 
-/* k ln2 + log(1 + f) = k ln2 + 2 atanh(s), from s = f / (2 + f) itself (|s| <= 0.172, as
- * fl_log_parts): for callers that form s without a division of their own (log-cosh shares
- * one reciprocal between s and tanh). log m = 2s + 2s z P(z), without fl_log_parts' split of
- * f, so the result keeps s's relative error plus about an ulp. */
-static inline double fl_log_atanh(double s, double k)
+/* log(1 + f) = 2 atanh(s), from s = f / (2 + f) itself (|s| <= 0.172, as fl_log_parts): for
+ * callers that form s without a division of their own (log-cosh shares one reciprocal between
+ * s and tanh). 2s + 2s z P(z), without fl_log_parts' split of f, so the result keeps s's
+ * relative error plus about an ulp. */
+static inline double fl_log_atanh(double s)
 {
     double z = s * s;
-    double logm = 2.0 * s + 2.0 * s * z * fl_log_series(z);
-    return k * FL_LN2_HI + (logm + k * FL_LN2_LO);
+    return 2.0 * s + 2.0 * s * z * fl_log_series(z);
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -491,11 +490,10 @@ static inline float fl_logf_parts(float f, float k)
 }
 
 /* fl_log_atanh in float32, with the shorter series */
-static inline float fl_logf_atanh(float s, float k)
+static inline float fl_logf_atanh(float s)
 {
     float z = s * s;
-    float logm = 2.0f * s + 2.0f * s * z * fl_logf_series(z);
-    return k * 0.693359375f + (logm + k * -2.12194440054690583e-4f);
+    return 2.0f * s + 2.0f * s * z * fl_logf_series(z);
 }
 
 /* log(x) for positive normal float32 x (and NaN): x = 2^e m, m in [sqrt(2)/2, sqrt(2)), then
