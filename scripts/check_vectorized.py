@@ -21,6 +21,11 @@ that a failure). Needs GCC (the x86 compiler is ``gcc``, aarch64 ``aarch64-linux
 ``aarch64-linux-gnu-gcc-12``; ``CC_X86`` / ``CC_AARCH64`` override), NumPy and Python headers.
 Takes about a minute on two cores.
 
+It also checks the AVX2 build on its own: every element-wise eval loop (``_<loss>_eval_<dtype>_<kind>``)
+must vectorise there. A loop that the AVX2 build leaves scalar is scalar on every other target
+too, so comparing the targets cannot catch it. This happened once: a select written with nested
+conditions left log-cosh's loops scalar, 7x slower.
+
 ``--against TREE`` compares builds instead of targets: TREE is another built source tree (say
 ``git archive BASE | tar -x -C TREE`` and a build there), and the script lists, per function,
 where this tree has fewer loops vectorised with AVX2 than TREE: a change that costs the AVX2
@@ -40,7 +45,7 @@ import sys
 import sysconfig
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ["_binary", "_regression", "_multiclass", "_embedding"]
@@ -83,18 +88,41 @@ def _compiler(env: str, names: List[str]) -> Optional[str]:
     return None
 
 
-def _vectorised_lines(cc: str, flags: List[str], c_file: Path) -> Set[int]:
-    """C line numbers of the loops GCC reports as vectorised."""
+def _loop_report(cc: str, flags: List[str], c_file: Path) -> Tuple[Set[int], Set[int]]:
+    """C line numbers of the loops GCC reports as vectorised, and of those it reports it could
+    not vectorise."""
     import numpy
 
     cmd = [cc, *flags, "-fPIC", "-fopenmp", "-c", "-o", os.devnull,
            "-I" + sysconfig.get_paths()["include"], "-I" + numpy.get_include(),
-           "-I" + str(c_file.parent), str(c_file), "-fopt-info-vec-optimized"]
+           "-I" + str(c_file.parent), str(c_file), "-fopt-info-vec-optimized",
+           "-fopt-info-vec-missed"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
-    pat = re.compile(re.escape(c_file.name) + r":(\d+):\d+: optimized: loop vectorized")
-    return {int(m.group(1)) for m in pat.finditer(res.stderr)}
+    name = re.escape(c_file.name)
+    done = re.compile(name + r":(\d+):\d+: optimized: loop vectorized")
+    missed = re.compile(name + r":(\d+):\d+: missed: couldn't vectorize loop")
+    return ({int(m.group(1)) for m in done.finditer(res.stderr)},
+            {int(m.group(1)) for m in missed.finditer(res.stderr)})
+
+
+def _vectorised_lines(cc: str, flags: List[str], c_file: Path) -> Set[int]:
+    """C line numbers of the loops GCC reports as vectorised."""
+    return _loop_report(cc, flags, c_file)[0]
+
+
+# The element-wise kernels' heavy loops (_elementwise.tpi): each must vectorise with AVX2.
+EVAL_LOOP = re.compile(r"_\w+_eval_(?:f32w?|f64)_\d+$")
+
+
+def _scalar_eval_loops(report: Tuple[Set[int], Set[int]], where: List[int],
+                       pyx: List[str]) -> List[str]:
+    """The element-wise eval functions with no vectorised loop and a loop GCC could not
+    vectorise: their kernel runs one element at a time on this target. (A function with no
+    report at all was folded into an identical one by GCC, which the report then names.)"""
+    done, missed = ({_function_of(pyx, where[n]) for n in lines if where[n]} for lines in report)
+    return sorted(f for f in missed - done if EVAL_LOOP.match(f))
 
 
 def _pyx_lines(c_file: Path, module: str) -> List[int]:
@@ -184,14 +212,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise SystemExit(f"{c_file} is missing: build first (it is generated)")
             for t in ["avx2", *wanted]:
                 cmd = targets[t]
-                jobs[module, t] = pool.submit(_vectorised_lines, cmd[0], cmd[1:], c_file)
+                jobs[module, t] = pool.submit(_loop_report, cmd[0], cmd[1:], c_file)
 
     failures = 0
     for module in args.modules:
         c_file = ROOT / "fastloss" / f"{module}.c"
         where = _pyx_lines(c_file, module)
         pyx = (ROOT / "fastloss" / f"{module}.pyx").read_text().split("\n")
-        got = {t: {where[n] for n in jobs[module, t].result()} - {0} for t in ["avx2", *wanted]}
+        got = {t: {where[n] for n in jobs[module, t].result()[0]} - {0}
+               for t in ["avx2", *wanted]}
+        # a loop scalar with AVX2 itself passes the comparison of targets (it is scalar on
+        # every one): the element-wise eval loops are checked on their own
+        scalar = _scalar_eval_loops(jobs[module, "avx2"].result(), where, pyx)
+        print(f"{module} avx2: {len(scalar)} element-wise eval loops scalar")
+        for f in scalar:
+            print(f"    {f}")
+        failures += len(scalar)
         for t in wanted:
             lost = sorted(got["avx2"] - got[t])
             bad = [(n, _function_of(pyx, n)) for n in lost]

@@ -889,6 +889,52 @@ def test_kernel_loops_vectorise_on_the_portable_targets():
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
 
 
+FAKE_PYX = """# a module shaped like a generated kernel module
+cdef void _fast_eval_f64_7(double* a, double* b, Py_ssize_t n):
+    for i in range(n):
+        b[i] = a[i] * 2.0
+
+cdef void _slow_eval_f64_7(double* a, Py_ssize_t n):
+    for i in range(1, n):
+        a[i] = a[i - 1] * 0.5 + a[i]
+"""
+
+FAKE_C = """/* "fastloss/_fake.pyx":2 */
+void fast(double *restrict a, double *restrict b, long n) {
+  /* "fastloss/_fake.pyx":4 */
+  for (long i = 0; i < n; i++) b[i] = a[i] * 2.0;
+}
+/* "fastloss/_fake.pyx":6 */
+void slow(double *a, long n) {
+  /* "fastloss/_fake.pyx":8 */
+  for (long i = 1; i < n; i++) a[i] = a[i - 1] * 0.5 + a[i];
+}
+"""
+
+
+@needs_source
+@on_linux
+def test_check_vectorized_reports_an_eval_loop_scalar_with_avx2(tmp_path):
+    """scripts/check_vectorized.py's own check of the AVX2 build: an element-wise eval loop
+    that GCC cannot vectorise (a loop-carried dependency here) is reported by its .pyx function,
+    one that it vectorises is not. Comparing targets alone misses such a loop (it is scalar on
+    all of them): that is how log-cosh once ran 7x slower unnoticed."""
+    if _machine() != "x86_64" or shutil.which("gcc") is None:
+        pytest.skip("x86-64 with gcc only")
+    spec = importlib.util.spec_from_file_location("check_vectorized",
+                                                  ROOT / "scripts" / "check_vectorized.py")
+    cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cv)
+    (tmp_path / "fastloss").mkdir()
+    c_file = tmp_path / "fastloss" / "_fake.c"
+    c_file.write_text(FAKE_C)
+    flags = cv._setup_list("OPT_FLAGS") + cv._setup_list("AVX2_FLAGS")
+    report = cv._loop_report("gcc", flags, c_file)
+    assert report[0] and report[1], report      # one loop of each kind, seen by GCC
+    scalar = cv._scalar_eval_loops(report, cv._pyx_lines(c_file, "_fake"), FAKE_PYX.split("\n"))
+    assert scalar == ["_slow_eval_f64_7"]
+
+
 OLD_CPU_CHECK = r"""
 import json, os, sys
 import numpy as np
