@@ -424,25 +424,24 @@ static inline float fl_expf_reduce(float x, float *k)
     return 1.0f + fl_expf_reduce_m1(x, k);
 }
 
-static inline float fl_expf_nonpos(float x)
-{
-    float k;
-    float xc = x < -110.0f ? -110.0f : x;       /* e^-110 rounds to 0; NaN stays NaN */
-    float p = fl_expf_reduce(xc, &k);
-    float k1 = k < -125.0f ? -125.0f : k;
-    return (p * fl_pow2if(k1)) * fl_pow2if(k - k1);
-}
-
-/* fl_exp_m1_nonpos in float32: e^x for x <= 0 (as fl_expf_nonpos), *m = e^x - 1 */
+/* e^x for x <= 0 (and NaN) in float32, and *m = e^x - 1 from the same reduction (as
+ * fl_exp_m1_nonpos: the reduction's own e^r - 1 where k = 0, else e^x - 1) */
 static inline float fl_expf_m1_nonpos(float x, float *m)
 {
     float k;
-    float xc = x < -110.0f ? -110.0f : x;
+    float xc = x < -110.0f ? -110.0f : x;       /* e^-110 rounds to 0; NaN stays NaN */
     float q = fl_expf_reduce_m1(xc, &k);
     float k1 = k < -125.0f ? -125.0f : k;
     float y = ((1.0f + q) * fl_pow2if(k1)) * fl_pow2if(k - k1);
     *m = k == 0.0f ? q : y - 1.0f;
     return y;
+}
+
+/* e^x for x <= 0: the same, its e^x - 1 unused (the compiler drops it) */
+static inline float fl_expf_nonpos(float x)
+{
+    float m;
+    return fl_expf_m1_nonpos(x, &m);
 }
 
 /* e^x for every float32 x: fl_expf_nonpos's method, with x also clamped at 89 (e^89
